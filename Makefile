@@ -1,0 +1,33 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both install first.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.gemma-edge-installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_VERBOSITY := error
+
+.PHONY: install demo test lint clean
+
+install: $(STAMP)
+
+# torch first, exactly 2.13.0 (the local CPU wheel); then the project, editable, with extras.
+# Re-runs only when pyproject.toml changes, so a second `make install` takes no time.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/gemma-edge info builtin:gemma3-270m
+	$(VENV)/bin/gemma-edge run builtin:gemma3-270m --max-new-tokens 48 \
+		--prompt "The first rule of shipping a model to a phone is"
+
+test: install
+	$(PY) -m pytest tests
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) build .pytest_cache

@@ -1,0 +1,1 @@
+"""torch → LiteRT and → ONNX export; packaging (.litertlm, ONNX bundle)."""

@@ -1,0 +1,3 @@
+from gemma_edge.cli import entry
+
+entry()

@@ -1,0 +1,115 @@
+"""Artifact directories: atomic writes, hashes, resource figures and manifest.json.
+
+Every stage writes one directory; it is built in a temporary sibling and renamed into
+place only when complete, so a failed run never leaves a half artifact behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_SCHEMA = 1
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_files(paths: Iterable[Path], root: Path) -> str:
+    """One hash for a set of files: their relative names and contents, order-independent."""
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(str(path.relative_to(root)).encode() + b"\0")
+        digest.update(sha256_file(path).encode())
+    return digest.hexdigest()
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process so far (Linux reports KiB)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def tool_versions(*packages: str) -> dict[str, str]:
+    """Installed versions of the named distributions (those not installed are left out)."""
+    versions = {"python": platform.python_version()}
+    for name in ("gemma-edge", *packages):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[name] = metadata.version(name)
+    return versions
+
+
+@contextlib.contextmanager
+def atomic_output_dir(target: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary directory that becomes `target` only if the block succeeds."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    try:
+        yield tmp
+        if target.exists():
+            if not overwrite:
+                raise FileExistsError(target)
+            old = target.with_name(f".{target.name}.old.{os.getpid()}")
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_manifest(
+    directory: Path,
+    *,
+    stage: str,
+    inputs: dict[str, Any],
+    outputs: Iterable[str] | None = None,
+    started: float,
+    extra: dict[str, Any] | None = None,
+    packages: Iterable[str] = (),
+) -> dict[str, Any]:
+    """Write manifest.json: what was made, from what (with hashes), by which tools, at what cost."""
+    files = sorted(outputs) if outputs is not None else sorted(
+        str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file()
+        and p.name != MANIFEST_NAME
+    )
+    manifest = {
+        "schema": MANIFEST_SCHEMA,
+        "stage": stage,
+        "inputs": inputs,
+        "files": {
+            name: {"sha256": sha256_file(directory / name), "bytes": (directory / name).stat().st_size}
+            for name in files
+        },
+        "tools": tool_versions("torch", "transformers", *packages),
+        "wall_seconds": round(time.time() - started, 3),
+        "peak_rss_bytes": peak_rss_bytes(),
+        **(extra or {}),
+    }
+    (directory / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def read_manifest(directory: str | Path) -> dict[str, Any]:
+    return json.loads((Path(directory) / MANIFEST_NAME).read_text())

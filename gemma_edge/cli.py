@@ -1,0 +1,159 @@
+"""The `gemma-edge` command. Stage modules are imported inside the commands, so
+`gemma-edge --help` starts without torch (a test holds that)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+
+from gemma_edge import __version__
+from gemma_edge.errors import EXIT_BUG, EXIT_OK, EXIT_USAGE, GemmaEdgeError
+
+log = logging.getLogger("gemma_edge")
+
+SOURCE_HELP = ("model: a Hugging Face checkpoint dir, a .gguf file, builtin:gemma3-270m, "
+               "or tiny:<family>")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit 2, like every other input error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"gemma-edge: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from gemma_edge.sources import load_source
+    from gemma_edge.summary import describe, format_summary
+
+    info = describe(load_source(args.source, variant=args.variant))
+    print(json.dumps(info, indent=2) if args.json else format_summary(info))
+    return EXIT_OK
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from gemma_edge.sources import load_source
+    from runtime_check.generation import stream_text
+    from runtime_check.torch_runner import TorchRunner
+
+    if args.max_new_tokens < 1:
+        raise GemmaEdgeError(f"--max-new-tokens must be at least 1 (got {args.max_new_tokens})")
+    ref = load_source(args.source, variant=args.variant)
+    chat = {"auto": None, "on": True, "off": False}[args.chat]
+    prompt_ids = ref.encode(args.prompt, chat=chat)
+    runner = TorchRunner(ref.model, threads=args.threads)
+    started = time.perf_counter()
+    first_token_at = None
+    tokens, pieces = [], []
+    for token, piece in stream_text(runner, ref.tokenizer, prompt_ids, args.max_new_tokens,
+                                    ref.stop_token_ids):
+        if first_token_at is None:
+            first_token_at = time.perf_counter()
+        tokens.append(token)
+        pieces.append(piece)
+        if not args.json:
+            print(piece, end="", flush=True)
+    ended = time.perf_counter()
+    runner.close()
+    decode_tps = (len(tokens) - 1) / (ended - first_token_at) if len(tokens) > 1 else None
+    result = {
+        "source": args.source,
+        "engine": runner.name,
+        "prompt": args.prompt,
+        "prompt_tokens": len(prompt_ids),
+        "generated_tokens": tokens,
+        "text": "".join(pieces),
+        "stopped": bool(tokens) and tokens[-1] in ref.stop_token_ids,
+        "ttft_seconds": round(first_token_at - started, 4),
+        "decode_tokens_per_second": round(decode_tps, 2) if decode_tps else None,
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print()
+        log.info("[%d prompt tokens, %d generated; TTFT %.0f ms, decode %s tok/s]",
+                 len(prompt_ids), len(tokens), 1000 * result["ttft_seconds"],
+                 result["decode_tokens_per_second"])
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    common.add_argument("--quiet", "-q", action="store_true", help="no progress or status lines")
+
+    parser = _Parser(prog="gemma-edge", parents=[common],
+                     description="Turn a Gemma checkpoint into verified on-device artifacts.",
+                     epilog="exit codes: 0 ok, 1 internal bug, 2 usage or input error, "
+                            "3 a parity or latency gate failed")
+    parser.add_argument("--version", action="version", version=f"gemma-edge {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def add(name: str, func: Callable, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("info", _cmd_info, "describe a model: architecture, parameters, sizes, tokenizer")
+    p.add_argument("source", metavar="SOURCE", help=SOURCE_HELP)
+    p.add_argument("--variant", choices=("pt", "it"), help="override PT/IT detection")
+
+    p = add("run", _cmd_run, "generate text greedily with the PyTorch reference, streaming")
+    p.add_argument("source", metavar="SOURCE", help=SOURCE_HELP)
+    p.add_argument("--prompt", required=True, help="text to continue (IT models: a user turn)")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--chat", choices=("auto", "on", "off"), default="auto",
+                   help="wrap the prompt in the chat template (auto: for IT models)")
+    p.add_argument("--variant", choices=("pt", "it"), help="override PT/IT detection")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    return parser
+
+
+def _configure_output(quiet: bool) -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing downloads at run time
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if quiet:
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+        os.environ["TQDM_DISABLE"] = "1"
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    log.propagate = False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    _configure_output(args.quiet)
+    try:
+        return args.func(args)
+    except GemmaEdgeError as exc:
+        print(f"gemma-edge: error: {exc.one_line()}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("gemma-edge: interrupted", file=sys.stderr)
+        return 130
+    except Exception:  # a bug in gemma-edge: show everything
+        traceback.print_exc()
+        print("gemma-edge: internal error (a bug; please report it with the traceback above)",
+              file=sys.stderr)
+        return EXIT_BUG
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

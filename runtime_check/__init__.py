@@ -1,0 +1,1 @@
+"""Runners (torch reference, LiteRT, onnxruntime, engines) behind one protocol; parity; latency."""

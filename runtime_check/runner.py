@@ -1,0 +1,56 @@
+"""The runner protocol every backend implements, and the loops that only need it.
+
+A runner owns one sequence's KV cache. `prefill` appends tokens and returns the logits
+at every one of them; `decode` appends one token and returns its logits. Logits are
+fp32 numpy arrays, so parity code compares torch, LiteRT and onnxruntime the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class Runner(Protocol):
+    name: str
+
+    def prefill(self, token_ids: Sequence[int]) -> np.ndarray:
+        """Append tokens to the cache; logits [len(token_ids), vocab]."""
+
+    def decode(self, token_id: int) -> np.ndarray:
+        """Append one token; logits [vocab]."""
+
+    def reset(self) -> None:
+        """Forget the sequence (empty cache, position 0)."""
+
+    def close(self) -> None:
+        """Release the runtime's resources."""
+
+
+def greedy_generate(runner: Runner, prompt_ids: Sequence[int], max_new_tokens: int,
+                    stop_ids: Iterable[int] = ()) -> Iterator[int]:
+    """Yield greedy tokens after `prompt_ids`; a stop token is yielded, then generation ends."""
+    stop = set(stop_ids)
+    runner.reset()
+    logits = runner.prefill(list(prompt_ids))[-1]
+    for step in range(max_new_tokens):
+        token = int(np.argmax(logits))
+        yield token
+        if token in stop or step == max_new_tokens - 1:
+            return
+        logits = runner.decode(token)
+
+
+def teacher_forced_logits(runner: Runner, token_ids: Sequence[int], prefill_len: int) -> np.ndarray:
+    """Logits at every position: prefill the first `prefill_len` tokens, decode the rest one by one.
+
+    This exercises both entry points and the cache between them, which is what an
+    on-device engine does.
+    """
+    runner.reset()
+    rows = [runner.prefill(list(token_ids[:prefill_len]))]
+    rows.extend(runner.decode(int(t))[None, :] for t in token_ids[prefill_len:])
+    return np.concatenate(rows, axis=0)

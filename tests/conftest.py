@@ -1,0 +1,40 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing downloads at run time
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+import pytest  # noqa: E402
+
+from gemma_edge.families import FAMILIES  # noqa: E402
+
+FAMILY_NAMES = list(FAMILIES)
+_tiny_cache: dict = {}
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """tiny(name) -> ReferenceModel, built once per session per family."""
+    from gemma_edge.sources import load_source
+
+    def get(name: str):
+        if name not in _tiny_cache:
+            _tiny_cache[name] = load_source(f"tiny:{name}")
+        return _tiny_cache[name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def real_ref():
+    """The real Gemma 3 270M (converted once into the user cache, then loaded from it)."""
+    from gemma_edge.sources import load_source
+
+    return load_source("builtin:gemma3-270m")
+
+
+@pytest.fixture
+def isolated_cache(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("GEMMA_EDGE_CACHE", str(cache))
+    return cache

@@ -1,0 +1,61 @@
+import json
+
+import pytest
+
+from gemma_edge.artifacts import (
+    atomic_output_dir,
+    read_manifest,
+    sha256_file,
+    sha256_files,
+    write_manifest,
+)
+
+
+def test_atomic_dir_appears_only_on_success(tmp_path):
+    target = tmp_path / "out"
+    with pytest.raises(RuntimeError):
+        with atomic_output_dir(target) as tmp:
+            (tmp / "half.bin").write_bytes(b"x")
+            raise RuntimeError("stage failed")
+    assert not target.exists()
+    assert list(tmp_path.iterdir()) == [], "no temp dirs left behind"
+    with atomic_output_dir(target) as tmp:
+        (tmp / "model.bin").write_bytes(b"abc")
+    assert (target / "model.bin").read_bytes() == b"abc"
+
+
+def test_atomic_dir_refuses_or_replaces_existing(tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old").write_text("old")
+    with pytest.raises(FileExistsError):
+        with atomic_output_dir(target) as tmp:
+            (tmp / "new").write_text("new")
+    assert (target / "old").exists()
+    with atomic_output_dir(target, overwrite=True) as tmp:
+        (tmp / "new").write_text("new")
+    assert sorted(p.name for p in target.iterdir()) == ["new"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_manifest_records_hashes_inputs_and_costs(tmp_path):
+    (tmp_path / "a.bin").write_bytes(b"hello")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.txt").write_text("world")
+    m = write_manifest(tmp_path, stage="export", inputs={"source": "tiny:gemma"}, started=0.0)
+    assert read_manifest(tmp_path) == json.loads(json.dumps(m))
+    assert set(m["files"]) == {"a.bin", "sub/b.txt"}
+    assert m["files"]["a.bin"] == {
+        "sha256": "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824", "bytes": 5}
+    assert m["peak_rss_bytes"] > 10_000_000 and "torch" in m["tools"]
+
+
+def test_set_hash_is_order_independent_and_content_sensitive(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_text("1")
+    b.write_text("2")
+    h = sha256_files([a, b], tmp_path)
+    assert h == sha256_files([b, a], tmp_path)
+    b.write_text("3")
+    assert h != sha256_files([a, b], tmp_path)
+    assert sha256_file(a) == "6b86b273ff34fce19d6b804eff5a3f5747ada4eaa22f1d49c01e52ddb7875b4b"
