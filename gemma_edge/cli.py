@@ -10,6 +10,7 @@ import os
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 
 from gemma_edge import __version__
@@ -84,6 +85,39 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# format -> (module, function); imported only when that format is asked for.
+EXPORTERS = {"onnx": ("exporter.onnx_export", "export_onnx")}
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    import importlib
+    from pathlib import Path
+
+    from gemma_edge.sources import load_source
+
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    unknown = [f for f in formats if f not in EXPORTERS]
+    if unknown or not formats:
+        raise GemmaEdgeError(f"unknown export format {','.join(unknown) or '(none)'}",
+                             f"use one or more of: {', '.join(EXPORTERS)}")
+    ref = load_source(args.source, variant=args.variant)
+    results = {}
+    for fmt in formats:
+        module, func = EXPORTERS[fmt]
+        exporter = getattr(importlib.import_module(module), func)
+        manifest = exporter(ref, Path(args.out) / fmt, overwrite=args.overwrite)
+        size = sum(f["bytes"] for f in manifest["files"].values())
+        results[fmt] = {"dir": str(Path(args.out) / fmt), "bytes": size,
+                        "wall_seconds": manifest["wall_seconds"],
+                        "peak_rss_bytes": manifest["peak_rss_bytes"]}
+        if not args.json:
+            print(f"{fmt}: {Path(args.out) / fmt}  {size / 2**20:.1f} MiB, "
+                  f"{manifest['wall_seconds']:.1f} s, peak RSS {manifest['peak_rss_bytes'] / 2**30:.2f} GiB")
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="machine-readable output on stdout")
@@ -113,12 +147,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="wrap the prompt in the chat template (auto: for IT models)")
     p.add_argument("--variant", choices=("pt", "it"), help="override PT/IT detection")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+
+    p = add("export", _cmd_export, "export a float decoder graph with an explicit KV cache")
+    p.add_argument("source", metavar="SOURCE", help=SOURCE_HELP)
+    p.add_argument("--format", default="onnx", help="comma-separated: " + ", ".join(EXPORTERS))
+    p.add_argument("--out", required=True, help="build directory; writes OUT/<format>/")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing export")
+    p.add_argument("--variant", choices=("pt", "it"), help="override PT/IT detection")
     return parser
 
 
 def _configure_output(quiet: bool) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing downloads at run time
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation chatter
     if quiet:
         os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
         os.environ["TQDM_DISABLE"] = "1"

@@ -1,0 +1,124 @@
+"""A Gemma decoder whose KV cache is plain per-layer tensors in and out of `forward`.
+
+This is the graph both exporters trace. It reuses the Hugging Face model's own
+submodules (projections, norms, MLP, rotary tables), so weights are shared, not
+copied, and only attention, masking and the cache are written here. The cache grows
+for every layer; a sliding-window layer masks keys older than its window instead of
+rolling a buffer, which keeps positions exact past the window in every runtime.
+
+Inputs  (onnxruntime-genai names): input_ids [1,S], attention_mask [1,P+S],
+        position_ids [1,S], past_key_values.{i}.key/value [1,KV,P,D]
+Outputs: logits [1,S,V], present.{i}.key/value [1,KV,P+S,D]
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from gemma_edge.families import Family
+
+
+def cache_names(num_layers: int) -> tuple[list[str], list[str]]:
+    past = [f"past_key_values.{i}.{kv}" for i in range(num_layers) for kv in ("key", "value")]
+    present = [f"present.{i}.{kv}" for i in range(num_layers) for kv in ("key", "value")]
+    return past, present
+
+
+class CacheDecoder(nn.Module):
+    """Gemma 1/2/3 text decoder: (ids, mask, positions, *past) -> (logits, *present)."""
+
+    def __init__(self, hf_model, family: Family) -> None:
+        super().__init__()
+        self.hf = hf_model.eval()
+        cfg = hf_model.config
+        self.family = family
+        self.num_layers = cfg.num_hidden_layers
+        self.num_heads = cfg.num_attention_heads
+        self.num_kv_heads = cfg.num_key_value_heads
+        self.head_dim = cfg.head_dim
+        scalar = getattr(cfg, "query_pre_attn_scalar", None) or cfg.head_dim
+        self.scaling = scalar**-0.5
+        self.attn_softcap = getattr(cfg, "attn_logit_softcapping", None)
+        self.final_softcap = getattr(cfg, "final_logit_softcapping", None)
+        layer_types = getattr(cfg, "layer_types", None) or ["full_attention"] * self.num_layers
+        self.layer_types = list(layer_types)
+        self.window = getattr(cfg, "sliding_window", None)
+        self.sandwich = family.has("sandwich_norm")
+        self.per_layer_rope = family.has("per_layer_rope_theta")
+
+    def _rope(self, x: torch.Tensor, position_ids: torch.Tensor, layer_type: str):
+        if self.per_layer_rope:
+            return self.hf.model.rotary_emb(x, position_ids, layer_type)
+        return self.hf.model.rotary_emb(x, position_ids)
+
+    def _masks(self, attention_mask: torch.Tensor, position_ids: torch.Tensor) -> dict:
+        """Additive masks [1,1,S,T]: causal (+ padding), and causal within the sliding window."""
+        total = attention_mask.shape[1]
+        q_pos = position_ids[0][:, None]
+        k_pos = torch.arange(total, device=position_ids.device)[None, :]
+        allowed = (k_pos <= q_pos) & (attention_mask[0][None, :] > 0)
+        neg = torch.finfo(torch.float32).min
+        masks = {"full_attention": torch.where(allowed, 0.0, neg)[None, None]}
+        if self.window:
+            local = allowed & (q_pos - k_pos < self.window)
+            masks["sliding_attention"] = torch.where(local, 0.0, neg)[None, None]
+        return masks
+
+    def _attention(self, layer, x, cos_sin, mask, past_k, past_v):
+        attn = layer.self_attn
+        bsz, seq, _ = x.shape
+        q = attn.q_proj(x).view(bsz, seq, self.num_heads, self.head_dim).transpose(1, 2)
+        k = attn.k_proj(x).view(bsz, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = attn.v_proj(x).view(bsz, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        if hasattr(attn, "q_norm"):
+            q, k = attn.q_norm(q), attn.k_norm(k)
+        cos, sin = cos_sin
+        q, k = _apply_rope(q, cos, sin), _apply_rope(k, cos, sin)
+        k = torch.cat([past_k, k], dim=2)
+        v = torch.cat([past_v, v], dim=2)
+        groups = self.num_heads // self.num_kv_heads
+        k_all = k.repeat_interleave(groups, dim=1) if groups > 1 else k
+        v_all = v.repeat_interleave(groups, dim=1) if groups > 1 else v
+        scores = torch.matmul(q, k_all.transpose(2, 3)) * self.scaling
+        if self.attn_softcap:
+            scores = torch.tanh(scores / self.attn_softcap) * self.attn_softcap
+        probs = torch.softmax(scores + mask, dim=-1)
+        out = torch.matmul(probs, v_all).transpose(1, 2).reshape(bsz, seq, -1)
+        return attn.o_proj(out), k, v
+
+    def forward(self, input_ids, attention_mask, position_ids, *past):
+        model = self.hf.model
+        h = model.embed_tokens(input_ids)
+        if not hasattr(model.embed_tokens, "embed_scale"):  # older layouts scale outside
+            h = h * torch.tensor(self.hf.config.hidden_size**0.5, dtype=h.dtype)
+        masks = self._masks(attention_mask, position_ids)
+        rope = {t: self._rope(h, position_ids, t) for t in set(self.layer_types)}
+        present = []
+        for i, layer in enumerate(model.layers):
+            kind = self.layer_types[i]
+            residual = h
+            a, k, v = self._attention(layer, layer.input_layernorm(h), rope[kind],
+                                      masks[kind], past[2 * i], past[2 * i + 1])
+            present += [k, v]
+            if self.sandwich:
+                h = residual + layer.post_attention_layernorm(a)
+                h = h + layer.post_feedforward_layernorm(layer.mlp(layer.pre_feedforward_layernorm(h)))
+            else:
+                h = residual + a
+                h = h + layer.mlp(layer.post_attention_layernorm(h))
+        logits = self.hf.lm_head(model.norm(h))
+        if self.final_softcap:
+            logits = torch.tanh(logits / self.final_softcap) * self.final_softcap
+        return (logits, *present)
+
+    def empty_cache(self, past_len: int = 0) -> list[torch.Tensor]:
+        shape = (1, self.num_kv_heads, past_len, self.head_dim)
+        return [torch.zeros(shape) for _ in range(2 * self.num_layers)]
+
+
+def _apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin

@@ -1,0 +1,113 @@
+import json
+
+import numpy as np
+import pytest
+
+from gemma_edge.cli import main
+from runtime_check.onnx_runner import OnnxRunner
+from runtime_check.runner import Runner, greedy_generate, teacher_forced_logits
+from runtime_check.torch_runner import TorchRunner, full_forward_logits
+from tests.conftest import FAMILY_NAMES
+
+TEXT = "The quick brown fox jumps over the lazy dog, again and again."
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, tiny):
+    from exporter.onnx_export import export_onnx
+
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            out = tmp_path_factory.mktemp(f"onnx-{name}") / "onnx"
+            cache[name] = (out, export_onnx(tiny(name), out))
+        return cache[name]
+
+    return get
+
+
+@pytest.mark.parametrize("name", FAMILY_NAMES)
+@pytest.mark.parametrize("prefill_len", [1, 5, 20])
+def test_onnx_prefill_decode_matches_torch(tiny, exported, name, prefill_len):
+    ref = tiny(name)
+    out, _ = exported(name)
+    ids = ref.encode(TEXT)
+    window = getattr(ref.config, "sliding_window", None)
+    if window:
+        assert len(ids) > prefill_len + 2 * window, "decode must run past the sliding window"
+    runner = OnnxRunner(out)
+    assert isinstance(runner, Runner)
+    got = teacher_forced_logits(runner, ids, prefill_len)
+    np.testing.assert_allclose(got, full_forward_logits(ref.model, ids), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", FAMILY_NAMES)
+def test_onnx_greedy_generation_matches_torch(tiny, exported, name):
+    ref = tiny(name)
+    out, _ = exported(name)
+    prompt = ref.encode("Once upon a time")
+    runner = OnnxRunner(out, threads=1)
+    got = list(greedy_generate(runner, prompt, 24))
+    assert got == list(greedy_generate(TorchRunner(ref.model), prompt, 24))
+    assert list(greedy_generate(runner, prompt, 24)) == got, "reset must forget the sequence"
+
+
+def test_onnx_cache_stays_in_onnxruntime(tiny, exported):
+    import onnxruntime as ort
+
+    out, _ = exported("gemma3_text")
+    runner = OnnxRunner(out)
+    runner.prefill(tiny("gemma3_text").encode("abc"))
+    assert runner._past and all(isinstance(v, ort.OrtValue) for v in runner._past)
+    assert runner._past[0].shape()[2] == 4  # <bos> a b c
+
+
+def test_onnx_export_dir_and_manifest(tiny, exported):
+    out, manifest = exported("gemma2")
+    names = {p.name for p in out.iterdir()}
+    assert {"model.onnx", "model.onnx.data", "tokenizer.json", "manifest.json"} <= names
+    on_disk = json.loads((out / "manifest.json").read_text())
+    assert on_disk["format"] == "onnx" and on_disk["recipe"] == "fp32"
+    assert on_disk["inputs"]["source_sha256"] == tiny("gemma2").sha256
+    graph = on_disk["graph"]
+    assert graph["inputs"]["input_ids"] == [1, "sequence_length"]
+    assert graph["inputs"]["attention_mask"] == [1, "total_sequence_length"]
+    assert graph["inputs"]["past_key_values.3.value"] == [1, 2, "past_sequence_length", 16]
+    assert graph["outputs"]["present.0.key"] == [1, 2, "total_sequence_length", 16]
+    assert graph["outputs"]["logits"] == [1, "sequence_length", 262]
+    assert set(on_disk["files"]) >= {"model.onnx", "model.onnx.data"}
+    assert on_disk["peak_rss_bytes"] > 0 and on_disk["wall_seconds"] > 0
+    assert manifest == on_disk
+
+
+def test_onnx_weights_are_external_data(exported):
+    import onnx
+
+    out, _ = exported("gemma")
+    model = onnx.load(str(out / "model.onnx"), load_external_data=False)
+    external = [t for t in model.graph.initializer
+                if t.data_location == onnx.TensorProto.EXTERNAL]
+    assert external and (out / "model.onnx.data").stat().st_size > 100_000
+
+
+def test_cli_export_refuses_existing_dir_and_unknown_format(tmp_path, capsys):
+    (tmp_path / "onnx").mkdir()
+    assert main(["export", "tiny:gemma", "--format", "onnx", "--out", str(tmp_path)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["export", "tiny:gemma", "--format", "coreml", "--out", str(tmp_path)]) == 2
+    assert "unknown export format coreml" in capsys.readouterr().err
+
+
+def test_failed_export_leaves_no_half_artifact(tmp_path, tiny, monkeypatch):
+    import onnx
+
+    from exporter.onnx_export import export_onnx
+
+    def broken(*args, **kwargs):
+        raise onnx.checker.ValidationError("simulated")
+
+    monkeypatch.setattr(onnx.checker, "check_model", broken)
+    with pytest.raises(onnx.checker.ValidationError):
+        export_onnx(tiny("gemma"), tmp_path / "onnx")
+    assert list(tmp_path.iterdir()) == []
