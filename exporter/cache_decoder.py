@@ -77,14 +77,19 @@ class CacheDecoder(nn.Module):
         q, k = _apply_rope(q, cos, sin), _apply_rope(k, cos, sin)
         k = torch.cat([past_k, k], dim=2)
         v = torch.cat([past_v, v], dim=2)
+        # Grouped-query attention without copying K/V per query head: fold each KV
+        # head's query group into the sequence axis (head h = kv * groups + g, as
+        # transformers' repeat_kv orders them).
         groups = self.num_heads // self.num_kv_heads
-        k_all = k.repeat_interleave(groups, dim=1) if groups > 1 else k
-        v_all = v.repeat_interleave(groups, dim=1) if groups > 1 else v
-        scores = torch.matmul(q, k_all.transpose(2, 3)) * self.scaling
+        q = q.reshape(bsz, self.num_kv_heads, groups * seq, self.head_dim)
+        scores = torch.matmul(q, k.transpose(2, 3)) * self.scaling
         if self.attn_softcap:
             scores = torch.tanh(scores / self.attn_softcap) * self.attn_softcap
-        probs = torch.softmax(scores + mask, dim=-1)
-        out = torch.matmul(probs, v_all).transpose(1, 2).reshape(bsz, seq, -1)
+        total = k.shape[2]
+        scores = scores.view(bsz, self.num_kv_heads, groups, seq, total) + mask.unsqueeze(2)
+        probs = torch.softmax(scores, dim=-1).view(bsz, self.num_kv_heads, groups * seq, total)
+        out = torch.matmul(probs, v).view(bsz, self.num_heads, seq, self.head_dim)
+        out = out.transpose(1, 2).reshape(bsz, seq, -1)
         return attn.o_proj(out), k, v
 
     def forward(self, input_ids, attention_mask, position_ids, *past):

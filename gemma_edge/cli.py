@@ -100,6 +100,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if unknown or not formats:
         raise GemmaEdgeError(f"unknown export format {','.join(unknown) or '(none)'}",
                              f"use one or more of: {', '.join(EXPORTERS)}")
+    for fmt in formats:  # refuse before the (slow) model load, not after it
+        if (Path(args.out) / fmt).exists() and not args.overwrite:
+            raise GemmaEdgeError(f"{Path(args.out) / fmt} already exists",
+                                 "pass --overwrite or choose another --out")
     ref = load_source(args.source, variant=args.variant)
     results = {}
     for fmt in formats:
