@@ -65,18 +65,17 @@ class CacheDecoder(nn.Module):
             masks["sliding_attention"] = torch.where(local, 0.0, neg)[None, None]
         return masks
 
-    def _attention(self, layer, x, cos_sin, mask, past_k, past_v):
+    def _attention(self, layer, x, cos_sin, mask, update_cache):
         attn = layer.self_attn
         bsz, seq, _ = x.shape
         q = attn.q_proj(x).view(bsz, seq, self.num_heads, self.head_dim).transpose(1, 2)
         k = attn.k_proj(x).view(bsz, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
         v = attn.v_proj(x).view(bsz, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
         if hasattr(attn, "q_norm"):
-            q, k = attn.q_norm(q), attn.k_norm(k)
+            q, k = _rms_norm(attn.q_norm, q), _rms_norm(attn.k_norm, k)
         cos, sin = cos_sin
         q, k = _apply_rope(q, cos, sin), _apply_rope(k, cos, sin)
-        k = torch.cat([past_k, k], dim=2)
-        v = torch.cat([past_v, v], dim=2)
+        k, v = update_cache(k, v)  # -> every key/value the new tokens may attend to
         # Grouped-query attention without copying K/V per query head: fold each KV
         # head's query group into the sequence axis (head h = kv * groups + g, as
         # transformers' repeat_kv orders them).
@@ -93,33 +92,56 @@ class CacheDecoder(nn.Module):
         return attn.o_proj(out), k, v
 
     def forward(self, input_ids, attention_mask, position_ids, *past):
+        """ONNX layout: the cache grows; present = concat(past, new)."""
+        masks = self._masks(attention_mask, position_ids)
+
+        def grow(i):
+            return lambda k, v: (torch.cat([past[2 * i], k], dim=2),
+                                 torch.cat([past[2 * i + 1], v], dim=2))
+
+        logits, present = self.run_layers(input_ids, position_ids, masks, grow)
+        return (logits, *present)
+
+    def run_layers(self, input_ids, position_ids, masks, cache_updater):
+        """Embedding → layers → logits. cache_updater(i) gives layer i's (k, v) -> (K, V)."""
         model = self.hf.model
         h = model.embed_tokens(input_ids)
         if not hasattr(model.embed_tokens, "embed_scale"):  # older layouts scale outside
             h = h * torch.tensor(self.hf.config.hidden_size**0.5, dtype=h.dtype)
-        masks = self._masks(attention_mask, position_ids)
         rope = {t: self._rope(h, position_ids, t) for t in set(self.layer_types)}
         present = []
         for i, layer in enumerate(model.layers):
             kind = self.layer_types[i]
             residual = h
-            a, k, v = self._attention(layer, layer.input_layernorm(h), rope[kind],
-                                      masks[kind], past[2 * i], past[2 * i + 1])
+            a, k, v = self._attention(layer, _rms_norm(layer.input_layernorm, h), rope[kind],
+                                      masks[kind], cache_updater(i))
             present += [k, v]
             if self.sandwich:
-                h = residual + layer.post_attention_layernorm(a)
-                h = h + layer.post_feedforward_layernorm(layer.mlp(layer.pre_feedforward_layernorm(h)))
+                h = residual + _rms_norm(layer.post_attention_layernorm, a)
+                ff = layer.mlp(_rms_norm(layer.pre_feedforward_layernorm, h))
+                h = h + _rms_norm(layer.post_feedforward_layernorm, ff)
             else:
                 h = residual + a
-                h = h + layer.mlp(layer.post_attention_layernorm(h))
-        logits = self.hf.lm_head(model.norm(h))
+                h = h + layer.mlp(_rms_norm(layer.post_attention_layernorm, h))
+        logits = self.hf.lm_head(_rms_norm(model.norm, h))
         if self.final_softcap:
             logits = torch.tanh(logits / self.final_softcap) * self.final_softcap
-        return (logits, *present)
+        return logits, present
 
     def empty_cache(self, past_len: int = 0) -> list[torch.Tensor]:
         shape = (1, self.num_kv_heads, past_len, self.head_dim)
         return [torch.zeros(shape) for _ in range(2 * self.num_layers)]
+
+
+def _rms_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Gemma's RMSNorm, x / sqrt(mean(x^2) + eps) * (1 + w), in fp32.
+
+    Same arithmetic as transformers' Gemma*RMSNorm, spelled with Sqrt and Div so
+    onnxruntime fuses it into one SimplifiedLayerNormalization kernel (the rsqrt
+    spelling exports as Sqrt + Reciprocal + Mul, which it does not fuse).
+    """
+    variance = x.pow(2).mean(-1, keepdim=True)
+    return x / torch.sqrt(variance + norm.eps) * (1.0 + norm.weight.float())
 
 
 def _apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,74 @@
+"""The LiteRT layout of the cache-explicit decoder: fixed-capacity KV cache, in place.
+
+LiteRT (and the LiteRT-LM engine) run fixed shapes: one `decode` signature (1 token)
+and `prefill_<T>` signatures, sharing weights. The cache is `kv_cache_k_{i}` /
+`kv_cache_v_{i}` [1, kv_heads, C, head_dim]; new entries go in at `input_pos` with
+tfl.dynamic_update_slice, and the updated caches are outputs. `mask` [1, 1, T, C] is
+the additive causal mask the runtime supplies (0 where key slot j <= input_pos[i]);
+sliding-window layers narrow it inside the graph, so positions stay exact past the
+window.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from exporter.cache_decoder import CacheDecoder
+
+
+def litert_cache_names(num_layers: int) -> list[str]:
+    return [f"kv_cache_{kv}_{i}" for i in range(num_layers) for kv in ("k", "v")]
+
+
+def causal_mask(input_pos, cache_len: int):
+    """The global mask a runtime passes: [1, 1, T, C], 0 where slot <= position, else min."""
+    import numpy as np
+
+    pos = np.asarray(input_pos, dtype=np.int64)[:, None]
+    allowed = np.arange(cache_len)[None, :] <= pos
+    return np.where(allowed, 0.0, np.finfo(np.float32).min).astype(np.float32)[None, None]
+
+
+class StaticCacheDecoder(nn.Module):
+    """(tokens [1,T] i32, input_pos [T] i32, mask [1,1,T,C], kv caches) -> logits + caches."""
+
+    def __init__(self, decoder: CacheDecoder, cache_len: int) -> None:
+        super().__init__()
+        self.decoder = decoder
+        self.cache_len = cache_len
+        self.names = litert_cache_names(decoder.num_layers)
+
+    def sample_inputs(self, seq: int) -> dict[str, torch.Tensor]:
+        d = self.decoder
+        cache = (1, d.num_kv_heads, self.cache_len, d.head_dim)
+        return {
+            "tokens": torch.zeros((1, seq), dtype=torch.int32),
+            "input_pos": torch.arange(seq, dtype=torch.int32),
+            "mask": torch.zeros((1, 1, seq, self.cache_len)),
+            **{name: torch.zeros(cache) for name in self.names},
+        }
+
+    def forward(self, tokens, input_pos, mask, **caches):
+        from litert_torch.generative.custom_ops.dynamic_update_slice import (
+            dynamic_update_slice,
+        )
+
+        d = self.decoder
+        masks = {"full_attention": mask}
+        if d.window:
+            slot = torch.arange(self.cache_len, dtype=torch.int32)[None, :]
+            too_old = (input_pos[:, None] - slot) >= d.window
+            masks["sliding_attention"] = mask.masked_fill(too_old[None, None],
+                                                          torch.finfo(torch.float32).min)
+        zero = torch.zeros((1,), dtype=torch.int32)
+        start = [zero[0], zero[0], input_pos[:1][0], zero[0]]
+
+        def in_place(i):
+            def update(k, v):
+                return (dynamic_update_slice(caches[self.names[2 * i]], k, start),
+                        dynamic_update_slice(caches[self.names[2 * i + 1]], v, start))
+            return update
+
+        logits, present = d.run_layers(tokens, input_pos[None, :], masks, in_place)
+        return {"logits": logits, **dict(zip(self.names, present, strict=True))}
