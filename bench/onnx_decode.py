@@ -14,41 +14,31 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from measure import run_measured  # bench/ is on sys.path when run as a script
 
 HERE = Path(__file__).resolve().parent
 THREADS = 2
-
-
-def _timed_subprocess(cmd: list[str], cwd: str) -> tuple[float, float]:
-    """(wall seconds, peak RSS GiB) of a child process, from /usr/bin/time-free rusage."""
-    import resource
-
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    start = time.time()
-    subprocess.run(cmd, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return time.time() - start, max(peak, before) / 2**20
 
 
 def build_ours(source: str, out: Path, work: str) -> tuple[float, float]:
     code = ("import sys; from gemma_edge.sources import load_source; "
             "from exporter.onnx_export import export_onnx; "
             f"export_onnx(load_source({source!r}), {str(out)!r}, overwrite=True)")
-    return _timed_subprocess([sys.executable, "-c", code], cwd=str(HERE.parent))
+    return run_measured([sys.executable, "-c", code], cwd=str(HERE.parent),
+                        log_path=str(out.parent / "ours.log"))
 
 
 def build_theirs(checkpoint: Path, out: Path, work: str) -> tuple[float, float]:
     cmd = [sys.executable, str(HERE / "genai_builder_gemma3.py"), "-i", str(checkpoint),
            "-o", str(out), "-p", "fp32", "-e", "cpu"]
-    return _timed_subprocess(cmd, cwd=work)  # not from the repo: see genai_builder_gemma3.py
+    # not from the repo directory: see genai_builder_gemma3.py
+    return run_measured(cmd, cwd=work, log_path=str(out.parent / "genai_builder.log"))
 
 
 def _stats(values: list[float]) -> dict:

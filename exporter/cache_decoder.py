@@ -25,6 +25,14 @@ def cache_names(num_layers: int) -> tuple[list[str], list[str]]:
     return past, present
 
 
+def decoder_facts(decoder: CacheDecoder) -> dict:
+    """Shape facts every export manifest records, so runners need not guess."""
+    return {"num_layers": decoder.num_layers, "num_kv_heads": decoder.num_kv_heads,
+            "head_dim": decoder.head_dim, "num_heads": decoder.num_heads,
+            "vocab_size": decoder.hf.config.vocab_size, "sliding_window": decoder.window,
+            "layer_types": decoder.layer_types}
+
+
 class CacheDecoder(nn.Module):
     """Gemma 1/2/3 text decoder: (ids, mask, positions, *past) -> (logits, *present)."""
 

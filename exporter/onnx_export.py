@@ -38,7 +38,7 @@ def export_onnx(ref: ReferenceModel, out_dir: str | Path, *, overwrite: bool = F
     _require_onnx()
     import torch
 
-    from exporter.cache_decoder import CacheDecoder, cache_names
+    from exporter.cache_decoder import CacheDecoder, cache_names, decoder_facts
 
     if "onnx" not in ref.family.exports:
         raise GemmaEdgeError(f"the {ref.family.title} family has no ONNX export path yet")
@@ -77,7 +77,7 @@ def export_onnx(ref: ReferenceModel, out_dir: str | Path, *, overwrite: bool = F
             inputs={"source": ref.spec, "source_sha256": ref.sha256, "family": ref.family.name,
                     "variant": ref.variant},
             extra={"format": "onnx", "recipe": "fp32", "model_file": MODEL_FILE,
-                   "graph": {**graph, **_model_facts(decoder)}, "notes": ref.notes},
+                   "graph": {**graph, **decoder_facts(decoder)}, "notes": ref.notes},
         )
     log.info("wrote %s (%.1f s)", out_dir, manifest["wall_seconds"])
     return manifest
@@ -95,13 +95,6 @@ def _exporter_chatter_silenced():
             yield
     finally:
         noisy.setLevel(level)
-
-
-def _model_facts(decoder) -> dict[str, Any]:
-    return {"num_layers": decoder.num_layers, "num_kv_heads": decoder.num_kv_heads,
-            "head_dim": decoder.head_dim, "num_heads": decoder.num_heads,
-            "vocab_size": decoder.hf.config.vocab_size, "sliding_window": decoder.window,
-            "layer_types": decoder.layer_types}
 
 
 def _finish_graph(path: Path) -> dict[str, Any]:

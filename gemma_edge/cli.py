@@ -86,7 +86,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 # format -> (module, function); imported only when that format is asked for.
-EXPORTERS = {"onnx": ("exporter.onnx_export", "export_onnx")}
+EXPORTERS = {"tflite": ("exporter.tflite_export", "export_tflite"),
+             "onnx": ("exporter.onnx_export", "export_onnx")}
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -109,7 +120,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     for fmt in formats:
         module, func = EXPORTERS[fmt]
         exporter = getattr(importlib.import_module(module), func)
-        manifest = exporter(ref, Path(args.out) / fmt, overwrite=args.overwrite)
+        options = ({"prefill_lengths": args.prefill_lengths, "cache_length": args.cache_length}
+                   if fmt == "tflite" else {})
+        manifest = exporter(ref, Path(args.out) / fmt, overwrite=args.overwrite, **options)
         size = sum(f["bytes"] for f in manifest["files"].values())
         results[fmt] = {"dir": str(Path(args.out) / fmt), "bytes": size,
                         "wall_seconds": manifest["wall_seconds"],
@@ -154,9 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("export", _cmd_export, "export a float decoder graph with an explicit KV cache")
     p.add_argument("source", metavar="SOURCE", help=SOURCE_HELP)
-    p.add_argument("--format", default="onnx", help="comma-separated: " + ", ".join(EXPORTERS))
+    p.add_argument("--format", default="tflite,onnx",
+                   help="comma-separated: " + ", ".join(EXPORTERS) + " (default: both)")
     p.add_argument("--out", required=True, help="build directory; writes OUT/<format>/")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export")
+    p.add_argument("--prefill-lengths", type=_int_list, default=(32, 128, 512),
+                   help="tflite: prefill signature lengths (default 32,128,512)")
+    p.add_argument("--cache-length", type=int, default=1024,
+                   help="tflite: KV cache capacity in tokens (default 1024)")
     p.add_argument("--variant", choices=("pt", "it"), help="override PT/IT detection")
     return parser
 
@@ -164,7 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _configure_output(quiet: bool) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing downloads at run time
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info lines
     warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation chatter
+    for noisy in ("torchao", "torch.utils._pytree"):  # optional-kernel and pytree notices
+        logging.getLogger(noisy).setLevel(logging.ERROR)
     if quiet:
         os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
         os.environ["TQDM_DISABLE"] = "1"

@@ -1,0 +1,126 @@
+"""torch → LiteRT: the static-cache decoder converted with litert-torch, one file with
+`decode` and `prefill_<T>` signatures that share weights.
+
+We convert our own cache-explicit module rather than litert-torch's `export_hf`: it
+covers every family we support (Gemma 1, 2, 3), gives per-position prefill logits
+for parity, and converts from the already-loaded model without re-reading the
+checkpoint (export_hf peaked at 6.5 GB RSS on the 270M).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from gemma_edge.artifacts import atomic_output_dir, write_manifest
+from gemma_edge.errors import GemmaEdgeError, MissingExtraError
+from gemma_edge.sources import ReferenceModel
+
+log = logging.getLogger("gemma_edge")
+
+MODEL_FILE = "model.tflite"
+DEFAULT_PREFILL_LENGTHS = (32, 128, 512)
+DEFAULT_CACHE_LENGTH = 1024
+
+
+def _require_litert() -> None:
+    for module, dist in (("litert_torch", "litert-torch"), ("ai_edge_litert", "ai-edge-litert")):
+        try:
+            __import__(module)
+        except ImportError:
+            raise MissingExtraError("tflite", dist) from None
+
+
+def export_tflite(ref: ReferenceModel, out_dir: str | Path, *, overwrite: bool = False,
+                  prefill_lengths: tuple[int, ...] = DEFAULT_PREFILL_LENGTHS,
+                  cache_length: int = DEFAULT_CACHE_LENGTH,
+                  lightweight: bool = True) -> dict[str, Any]:
+    """Write OUT_DIR/{model.tflite, tokenizer files, manifest.json}.
+
+    lightweight=True is litert-torch's lazy-constant conversion: on the 270M it cut
+    peak RSS from 6.4 to 4.25 GB and wall time from 128 to 70 s, same parity.
+    """
+    if "tflite" not in ref.family.exports:
+        raise GemmaEdgeError(f"the {ref.family.title} family has no TFLite export path yet")
+    prefill_lengths = tuple(sorted(set(int(t) for t in prefill_lengths)))
+    if not prefill_lengths or prefill_lengths[0] < 1:
+        raise GemmaEdgeError("prefill lengths must be positive integers", "e.g. --prefill-lengths 32,128")
+    if prefill_lengths[-1] > cache_length:
+        raise GemmaEdgeError(f"prefill length {prefill_lengths[-1]} exceeds the KV cache "
+                             f"length {cache_length}", "raise --cache-length or lower the prefill")
+    max_pos = getattr(ref.config, "max_position_embeddings", None)
+    if max_pos and cache_length > max_pos:
+        raise GemmaEdgeError(f"--cache-length {cache_length} exceeds the model's context of "
+                             f"{max_pos} tokens", f"use at most {max_pos}")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise GemmaEdgeError(f"{out_dir} already exists", "pass --overwrite or choose another --out")
+    _require_litert()
+    import litert_torch
+    import torch
+
+    from exporter.cache_decoder import CacheDecoder, decoder_facts
+    from exporter.litert_decoder import StaticCacheDecoder
+
+    started = time.time()
+    module = StaticCacheDecoder(CacheDecoder(ref.model, ref.family), cache_length).eval()
+    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
+        log.info("converting %s to LiteRT: decode + prefill %s, KV cache %d",
+                 ref.spec, "/".join(map(str, prefill_lengths)), cache_length)
+        with torch.no_grad(), _converter_chatter(log.isEnabledFor(logging.DEBUG)):
+            converter = litert_torch.signature("decode", module, sample_kwargs=module.sample_inputs(1))
+            for length in prefill_lengths:
+                converter = converter.signature(f"prefill_{length}", module,
+                                                sample_kwargs=module.sample_inputs(length))
+            # Runtime constant folding round-trips the whole model through a second
+            # flatbuffer (+1 copy of the weights at the peak); the graph folds nothing
+            # that matters at run time, so leave it off.
+            edge_model = converter.convert(lightweight_conversion=lightweight,
+                                           runtime_constant_folding=False)
+            facts = decoder_facts(module.decoder)
+            signatures = {name: _signature_shapes(module, length, facts["vocab_size"])
+                          for name, length in [("decode", 1)] + [
+                              (f"prefill_{t}", t) for t in prefill_lengths]}
+            del converter, module
+            edge_model.export(str(tmp / MODEL_FILE))
+            del edge_model
+        ref.tokenizer.save_pretrained(tmp)
+        manifest = write_manifest(
+            tmp, stage="export", started=started,
+            packages=("litert-torch", "ai-edge-litert", "tensorflow-cpu"),
+            inputs={"source": ref.spec, "source_sha256": ref.sha256, "family": ref.family.name,
+                    "variant": ref.variant},
+            extra={"format": "tflite", "recipe": "fp32", "model_file": MODEL_FILE,
+                   "graph": {"signatures": signatures, "cache_length": cache_length,
+                             "prefill_lengths": list(prefill_lengths),
+                             "kv_layout": "[1, kv_heads, cache_length, head_dim]", **facts},
+                   "notes": ref.notes},
+        )
+    log.info("wrote %s (%.1f s)", out_dir, manifest["wall_seconds"])
+    return manifest
+
+
+@contextlib.contextmanager
+def _converter_chatter(verbose: bool):
+    """litert-torch prints a stage-by-stage progress tree to stdout; keep it for --verbose only."""
+    if verbose:
+        yield
+        return
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
+def _signature_shapes(module, length: int, vocab: int) -> dict[str, Any]:
+    """I/O shapes of one signature, from the sample inputs it was traced with.
+
+    (Loading the written model into an interpreter to read them back would double the
+    export's peak memory; the tests run every signature through the interpreter.)
+    """
+    inputs = {k: list(v.shape) for k, v in module.sample_inputs(length).items()}
+    outputs = {"logits": [1, length, vocab],
+               **{k: v for k, v in inputs.items() if k.startswith("kv_cache_")}}
+    return {"inputs": inputs, "outputs": outputs}

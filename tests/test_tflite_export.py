@@ -1,0 +1,95 @@
+import json
+
+import numpy as np
+import pytest
+
+from gemma_edge.cli import main
+from gemma_edge.errors import GemmaEdgeError
+from runtime_check.litert_runner import LiteRTRunner
+from runtime_check.runner import Runner, greedy_generate, teacher_forced_logits
+from runtime_check.torch_runner import TorchRunner, full_forward_logits
+from tests.conftest import FAMILY_NAMES
+
+TEXT = "The quick brown fox jumps over the lazy dog, again and again."
+PREFILL = (8, 16)
+CACHE = 96
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, tiny):
+    from exporter.tflite_export import export_tflite
+
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            out = tmp_path_factory.mktemp(f"tflite-{name}") / "tflite"
+            cache[name] = (out, export_tflite(tiny(name), out, prefill_lengths=PREFILL,
+                                              cache_length=CACHE))
+        return cache[name]
+
+    return get
+
+
+@pytest.mark.parametrize("name", FAMILY_NAMES)
+@pytest.mark.parametrize("prefill_len", [1, 5, 20, 40])
+def test_tflite_prefill_decode_matches_torch(tiny, exported, name, prefill_len):
+    """Prefill through one or several (padded) signatures, then decode past the window."""
+    ref = tiny(name)
+    out, _ = exported(name)
+    ids = ref.encode(TEXT)
+    runner = LiteRTRunner(out)
+    assert isinstance(runner, Runner)
+    got = teacher_forced_logits(runner, ids, prefill_len)
+    np.testing.assert_allclose(got, full_forward_logits(ref.model, ids), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("name", FAMILY_NAMES)
+def test_tflite_greedy_generation_matches_torch(tiny, exported, name):
+    ref = tiny(name)
+    out, _ = exported(name)
+    prompt = ref.encode("Once upon a time")
+    runner = LiteRTRunner(out, threads=1)
+    got = list(greedy_generate(runner, prompt, 24))
+    assert got == list(greedy_generate(TorchRunner(ref.model), prompt, 24))
+    assert list(greedy_generate(runner, prompt, 24)) == got, "reset must forget the sequence"
+
+
+def test_tflite_signatures_and_manifest(tiny, exported):
+    out, manifest = exported("gemma3_text")
+    on_disk = json.loads((out / "manifest.json").read_text())
+    assert on_disk == manifest
+    assert on_disk["format"] == "tflite" and on_disk["recipe"] == "fp32"
+    assert on_disk["inputs"]["source_sha256"] == tiny("gemma3_text").sha256
+    sigs = on_disk["graph"]["signatures"]
+    assert set(sigs) == {"decode", "prefill_8", "prefill_16"}
+    assert sigs["prefill_16"]["inputs"]["tokens"] == [1, 16]
+    assert sigs["prefill_16"]["inputs"]["mask"] == [1, 1, 16, CACHE]
+    assert sigs["decode"]["inputs"]["kv_cache_k_3"] == [1, 1, CACHE, 16]
+    assert sigs["decode"]["outputs"]["logits"] == [1, 1, 262]
+    assert {"model.tflite", "tokenizer.json"} <= set(on_disk["files"])
+
+
+def test_context_beyond_the_cache_is_refused(tiny, exported):
+    out, _ = exported("gemma")
+    runner = LiteRTRunner(out)
+    runner.prefill(list(range(10, 90)))
+    with pytest.raises(GemmaEdgeError, match="exceeds the KV cache"):
+        for _ in range(CACHE):
+            runner.decode(5)
+
+
+@pytest.mark.parametrize("argv,expect", [
+    (["--prefill-lengths", "8,x"], "comma-separated integers"),
+    (["--prefill-lengths", "128", "--cache-length", "64"], "exceeds the KV cache length"),
+    (["--cache-length", "100000"], "exceeds the model's context"),
+])
+def test_cli_tflite_option_errors(tmp_path, capsys, argv, expect):
+    try:
+        code = main(["export", "tiny:gemma", "--format", "tflite", "--out", str(tmp_path), *argv])
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert expect in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "tflite").exists()
