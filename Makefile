@@ -22,7 +22,7 @@ demo: install
 	$(VENV)/bin/gemma-edge info builtin:gemma3-270m
 	$(VENV)/bin/gemma-edge run builtin:gemma3-270m --max-new-tokens 48 \
 		--prompt "The first rule of shipping a model to a phone is"
-	$(VENV)/bin/gemma-edge export builtin:gemma3-270m --format onnx --out build --overwrite
+	$(VENV)/bin/gemma-edge export builtin:gemma3-270m --format tflite,onnx --out build --overwrite
 
 test: install
 	$(PY) -m pytest tests

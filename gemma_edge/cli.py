@@ -171,10 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated: " + ", ".join(EXPORTERS) + " (default: both)")
     p.add_argument("--out", required=True, help="build directory; writes OUT/<format>/")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export")
-    p.add_argument("--prefill-lengths", type=_int_list, default=(32, 128, 512),
-                   help="tflite: prefill signature lengths (default 32,128,512)")
-    p.add_argument("--cache-length", type=int, default=1024,
-                   help="tflite: KV cache capacity in tokens (default 1024)")
+    p.add_argument("--prefill-lengths", type=_int_list, default=None,
+                   help="tflite: prefill signature lengths (default 32,128,512, "
+                        "those that fit the cache)")
+    p.add_argument("--cache-length", type=int, default=None,
+                   help="tflite: KV cache capacity in tokens (default 1024, or the "
+                        "model's context if smaller)")
     p.add_argument("--variant", choices=("pt", "it"), help="override PT/IT detection")
     return parser
 

@@ -93,3 +93,14 @@ def test_cli_tflite_option_errors(tmp_path, capsys, argv, expect):
     err = capsys.readouterr().err
     assert expect in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "tflite").exists()
+
+
+def test_cli_exports_both_formats_with_defaults(tmp_path, capsys):
+    """Default prefill lengths and cache adapt to a tiny model's 512-token context."""
+    assert main(["export", "tiny:gemma3_text", "--out", str(tmp_path), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) == {"tflite", "onnx"}
+    manifest = json.loads((tmp_path / "tflite" / "manifest.json").read_text())
+    assert manifest["graph"]["cache_length"] == 512
+    assert manifest["graph"]["prefill_lengths"] == [32, 128, 512]
+    assert (tmp_path / "onnx" / "model.onnx").is_file()
