@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Callable, Sequence
 
 from gemma_edge import __version__
-from gemma_edge.errors import EXIT_BUG, EXIT_OK, EXIT_USAGE, GemmaEdgeError
+from gemma_edge.errors import EXIT_BUG, EXIT_GATE, EXIT_OK, EXIT_USAGE, GemmaEdgeError
 
 log = logging.getLogger("gemma_edge")
 
@@ -135,6 +135,49 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+DEFAULT_EVAL_TEXT = "builtin:gemma_edge_field_notes+austen_pride_and_prejudice_ch1"
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from gemma_edge.errors import GateFailedError
+    from gemma_edge.sources import load_source
+    from gemma_edge.texts import load_text
+    from runtime_check.check import check_artifact
+    from runtime_check.report import format_summary, write_check_report
+
+    text = load_text(args.text)
+    ref = load_source(args.against)
+    result = check_artifact(args.artifact, ref, text=text, max_tokens=args.max_tokens,
+                            greedy_tokens=args.greedy_tokens, gates_file=args.gates,
+                            threads=args.threads)
+    where = write_check_report(result, args.artifact)
+    if args.json:
+        print(json.dumps({k: v for k, v in result.items() if k != "metrics"} | {
+            "metrics": {k: v for k, v in result["metrics"].items() if k != "kld_per_position"},
+            "report": str(where / "report.html")}, indent=2))
+    else:
+        print(format_summary([result]))
+        print(f"report: {where / 'report.html'}")
+    if not result["passed"]:
+        failed = [g["text"] for g in result["gates"] if not g["passed"]]
+        raise GateFailedError(f"{result['name']} failed {len(failed)} gate(s): "
+                              + "; ".join(failed), f"see {where / 'report.html'}")
+    return EXIT_OK
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from runtime_check.report import build_report, format_summary
+
+    html, report = build_report(args.build_dir)
+    if args.json:
+        print(json.dumps({"report": str(html), "passed": report["passed"],
+                          "artifacts": len(report["artifacts"])}, indent=2))
+    else:
+        print(format_summary(report["artifacts"]))
+        print(f"report: {html}")
+    return EXIT_OK if report["passed"] else EXIT_GATE
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="machine-readable output on stdout")
@@ -178,6 +221,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tflite: KV cache capacity in tokens (default 1024, or the "
                         "model's context if smaller)")
     p.add_argument("--variant", choices=("pt", "it"), help="override PT/IT detection")
+
+    p = add("check", _cmd_check, "verify an artifact against the PyTorch reference; "
+                                 "exit 3 if a gate fails")
+    p.add_argument("artifact", metavar="ARTIFACT", help="an export directory (tflite or onnx)")
+    p.add_argument("--against", required=True, metavar="SOURCE", help=SOURCE_HELP)
+    p.add_argument("--text", default=DEFAULT_EVAL_TEXT,
+                   help="held-out text: a UTF-8 file or builtin:<name>[+<name>...]")
+    p.add_argument("--gates", default=None, help="gates JSON (default: the built-in gates)")
+    p.add_argument("--max-tokens", type=int, default=512, help="tokens of text to compare")
+    p.add_argument("--greedy-tokens", type=int, default=32, help="greedy tokens per prompt")
+    p.add_argument("--threads", type=int, default=2)
+
+    p = add("report", _cmd_report, "one comparison page for every checked artifact of a build")
+    p.add_argument("build_dir", metavar="BUILD_DIR")
     return parser
 
 
@@ -185,6 +242,7 @@ def _configure_output(quiet: bool) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing downloads at run time
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info lines
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # TF kernels only; we run none
     warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation chatter
     for noisy in ("torchao", "torch.utils._pytree"):  # optional-kernel and pytree notices
         logging.getLogger(noisy).setLevel(logging.ERROR)

@@ -19,14 +19,16 @@ def builtin_texts() -> list[str]:
 
 
 def load_text(name_or_path: str) -> str:
-    """`builtin:<name>` (see builtin_texts()) or a path to a UTF-8 text file."""
+    """`builtin:<name>[+<name>...]` (see builtin_texts()) or a path to a UTF-8 text file."""
     if name_or_path.startswith("builtin:"):
-        name = name_or_path.split(":", 1)[1]
-        entry = _TEXTS / f"{name}.txt"
-        if not entry.is_file():
-            raise GemmaEdgeError(f"unknown built-in text '{name}'",
-                                 f"use one of: {', '.join(builtin_texts())}")
-        return entry.read_text(encoding="utf-8")
+        parts = []
+        for name in name_or_path.split(":", 1)[1].split("+"):
+            entry = _TEXTS / f"{name}.txt"
+            if not entry.is_file():
+                raise GemmaEdgeError(f"unknown built-in text '{name}'",
+                                     f"use one of: {', '.join(builtin_texts())}")
+            parts.append(entry.read_text(encoding="utf-8"))
+        return "\n\n".join(parts)
     path = Path(name_or_path)
     if not path.is_file():
         raise GemmaEdgeError(f"text file '{name_or_path}' does not exist",

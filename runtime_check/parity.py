@@ -1,9 +1,15 @@
-"""Parity metrics between an artifact's logits and the reference's.
+"""Parity metrics between an artifact's logits and the reference's, per token.
 
 Definitions follow llama.cpp's `--kl-divergence` report so figures compare with what
-the community reads. This module starts with what the reference checks need
-(per-token negative log-likelihood and perplexity); the verification stage adds KLD,
-top-1 agreement and Δp here.
+the community reads:
+- KLD(t) = sum_v p_ref(v) (log p_ref(v) - log p_art(v)), natural log, per position;
+  reported as mean, median, p99, max.
+- top-1 agreement: share of positions where both argmaxes agree ("Same top p").
+- Δp: p_art - p_ref of one token per position; `delta_p_top` takes the reference's
+  top token, `delta_p_next` the actual next token of the text (llama.cpp's Δp);
+  each with its mean and RMS.
+- PPL over the text for both, and their ratio PPL(artifact) / PPL(reference).
+- max |Δlogit|: the float-path check (meaningful when no quantization is involved).
 """
 
 from __future__ import annotations
@@ -33,3 +39,57 @@ def token_nll(logits: np.ndarray, token_ids: Sequence[int]) -> np.ndarray:
 
 def perplexity(logits: np.ndarray, token_ids: Sequence[int]) -> float:
     return float(np.exp(np.mean(token_nll(logits, token_ids))))
+
+
+def kl_divergence(ref_logits: np.ndarray, art_logits: np.ndarray) -> np.ndarray:
+    """KL(p_ref || p_art) per row, in nats. Terms with p_ref = 0 contribute 0."""
+    lp_ref, lp_art = log_softmax(ref_logits), log_softmax(art_logits)
+    p_ref = np.exp(lp_ref)
+    with np.errstate(invalid="ignore"):
+        terms = np.where(p_ref > 0, p_ref * (lp_ref - lp_art), 0.0)
+    return np.maximum(terms.sum(axis=-1), 0.0)  # clamp -1e-17 round-off to 0
+
+
+def parity_metrics(ref_logits: np.ndarray, art_logits: np.ndarray,
+                   token_ids: Sequence[int]) -> dict[str, float | int | list[float]]:
+    """Every per-token metric over one teacher-forced text (rows align with token_ids)."""
+    ref = np.asarray(ref_logits, dtype=np.float64)
+    art = np.asarray(art_logits, dtype=np.float64)
+    if ref.shape != art.shape:
+        raise ValueError(f"logit shapes differ: reference {ref.shape}, artifact {art.shape}")
+    ids = np.asarray(token_ids)
+    kld = kl_divergence(ref, art)
+    p_ref, p_art = np.exp(log_softmax(ref)), np.exp(log_softmax(art))
+    rows = np.arange(ref.shape[0])
+    top = ref.argmax(-1)
+    dp_top = p_art[rows, top] - p_ref[rows, top]
+    dp_next = p_art[rows[:-1], ids[1:]] - p_ref[rows[:-1], ids[1:]]
+    ppl_ref, ppl_art = perplexity(ref, ids), perplexity(art, ids)
+    finite = np.isfinite(ref) & np.isfinite(art)
+    return {
+        "tokens": int(ref.shape[0]),
+        "kld_mean": float(kld.mean()),
+        "kld_median": float(np.median(kld)),
+        "kld_p99": float(np.percentile(kld, 99)),
+        "kld_max": float(kld.max()),
+        "top1_agreement": float((art.argmax(-1) == top).mean()),
+        "delta_p_top_mean": float(dp_top.mean()),
+        "delta_p_top_rms": float(np.sqrt(np.mean(dp_top**2))),
+        "delta_p_next_mean": float(dp_next.mean()) if dp_next.size else 0.0,
+        "delta_p_next_rms": float(np.sqrt(np.mean(dp_next**2))) if dp_next.size else 0.0,
+        "ppl_reference": ppl_ref,
+        "ppl_artifact": ppl_art,
+        "ppl_ratio": ppl_art / ppl_ref,
+        "max_abs_delta_logit": float(np.abs(ref - art)[finite].max()) if finite.any() else 0.0,
+        "kld_per_position": [round(float(k), 6) for k in kld],
+    }
+
+
+def greedy_match_length(expected: Sequence[int], got: Sequence[int]) -> int:
+    """How many leading generated tokens agree."""
+    n = 0
+    for a, b in zip(expected, got, strict=False):
+        if a != b:
+            break
+        n += 1
+    return n

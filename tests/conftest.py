@@ -39,3 +39,21 @@ def isolated_cache(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     monkeypatch.setenv("GEMMA_EDGE_CACHE", str(cache))
     return cache
+
+
+@pytest.fixture(scope="session")
+def real_onnx(real_ref, tmp_path_factory):
+    """The 270M exported to ONNX once per session: (dir, manifest)."""
+    from exporter.onnx_export import export_onnx
+
+    out = tmp_path_factory.mktemp("real-build") / "onnx"
+    return out, export_onnx(real_ref, out)
+
+
+@pytest.fixture(scope="session")
+def real_tflite(real_ref, tmp_path_factory):
+    """The 270M exported to LiteRT once per session: (dir, manifest)."""
+    from exporter.tflite_export import export_tflite
+
+    out = tmp_path_factory.mktemp("real-build") / "tflite"
+    return out, export_tflite(real_ref, out, prefill_lengths=(32, 128, 512), cache_length=1024)

@@ -18,15 +18,6 @@ pytestmark = pytest.mark.real
 
 
 @pytest.fixture(scope="module")
-def real_onnx(real_ref, tmp_path_factory):
-    from exporter.onnx_export import export_onnx
-
-    out = tmp_path_factory.mktemp("real") / "onnx"
-    manifest = export_onnx(real_ref, out)
-    return out, manifest
-
-
-@pytest.fixture(scope="module")
 def heldout_ids(real_ref):
     text = " ".join(load_text(f"builtin:{n}") for n in
                     ("gemma_edge_field_notes", "austen_pride_and_prejudice_ch1"))

@@ -16,15 +16,6 @@ pytestmark = pytest.mark.real
 
 
 @pytest.fixture(scope="module")
-def real_tflite(real_ref, tmp_path_factory):
-    from exporter.tflite_export import export_tflite
-
-    out = tmp_path_factory.mktemp("real") / "tflite"
-    manifest = export_tflite(real_ref, out, prefill_lengths=(32, 128, 512), cache_length=1024)
-    return out, manifest
-
-
-@pytest.fixture(scope="module")
 def heldout_ids(real_ref):
     text = " ".join(load_text(f"builtin:{n}") for n in
                     ("gemma_edge_field_notes", "austen_pride_and_prejudice_ch1"))

@@ -1,0 +1,79 @@
+"""Gates as data: which metric must stay above or below what, per recipe family.
+
+A gates file maps a recipe family (fp32, int8, int4) to a list of
+{"metric": name, "min"|"max": value}. The default file ships in
+runtime_check/gates/default.json; `--gates FILE` replaces it.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from gemma_edge.errors import GemmaEdgeError
+
+
+def recipe_family(recipe: str) -> str:
+    """fp32, int8-static -> int8, int4-block32 -> int4, ..."""
+    for family in ("fp32", "int8", "int4"):
+        if recipe.startswith(family):
+            return family
+    return recipe
+
+
+def load_gates(path: str | Path | None = None) -> dict[str, list[dict[str, Any]]]:
+    if path is None:
+        text = (resources.files("runtime_check") / "gates" / "default.json").read_text()
+        source = "default gates"
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise GemmaEdgeError(f"gates file '{path}' does not exist",
+                                 "pass a JSON file like runtime_check/gates/default.json")
+        text, source = p.read_text(), str(p)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise GemmaEdgeError(f"{source} is not valid JSON ({exc.msg} at line {exc.lineno})",
+                             "fix the gates file") from None
+    gates = {}
+    for family, entry in data.items():
+        if family.startswith("_"):
+            continue
+        items = entry.get("gates") if isinstance(entry, dict) else None
+        if not isinstance(items, list) or not all(
+                isinstance(g, dict) and "metric" in g and ("min" in g) != ("max" in g)
+                for g in items):
+            raise GemmaEdgeError(f"{source}: family '{family}' needs a list of gates, each "
+                                 "with a metric and exactly one of min or max",
+                                 'e.g. {"int8": {"gates": [{"metric": "kld_mean", "max": 0.005}]}}')
+        gates[family] = items
+    return gates
+
+
+def evaluate_gates(metrics: dict[str, Any], gates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One result per gate: the value, the bound, passed, and by how much it missed."""
+    results = []
+    for gate in gates:
+        name = gate["metric"]
+        if name not in metrics:
+            raise GemmaEdgeError(f"gate on unknown metric '{name}'",
+                                 "use one of: " + ", ".join(sorted(
+                                     k for k, v in metrics.items() if isinstance(v, (int, float)))))
+        value = float(metrics[name])
+        if "max" in gate:
+            bound = float(gate["max"])
+            passed = value <= bound
+            miss = value - bound
+            text = f"{name} {value:.4g} <= {bound:.4g}"
+        else:
+            bound = float(gate["min"])
+            passed = value >= bound
+            miss = bound - value
+            text = f"{name} {value:.4g} >= {bound:.4g}"
+        results.append({"metric": name, "kind": "max" if "max" in gate else "min",
+                        "bound": bound, "value": value, "passed": bool(passed),
+                        "missed_by": 0.0 if passed else float(miss), "text": text})
+    return results

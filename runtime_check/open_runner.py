@@ -1,0 +1,25 @@
+"""Open the right runner for an artifact directory, from its manifest's format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gemma_edge.artifacts import MANIFEST_NAME, read_manifest
+from gemma_edge.errors import GemmaEdgeError
+
+
+def open_runner(artifact: str | Path, *, threads: int | None = None):
+    path = Path(artifact)
+    if not (path / MANIFEST_NAME).is_file():
+        raise GemmaEdgeError(f"{path} is not a gemma-edge artifact (no {MANIFEST_NAME})",
+                             "pass a directory written by gemma-edge export or quantize")
+    fmt = read_manifest(path).get("format")
+    if fmt == "onnx":
+        from runtime_check.onnx_runner import OnnxRunner
+
+        return OnnxRunner(path, threads=threads)
+    if fmt == "tflite":
+        from runtime_check.litert_runner import LiteRTRunner
+
+        return LiteRTRunner(path, threads=threads)
+    raise GemmaEdgeError(f"{path}: unknown artifact format '{fmt}'", "expected onnx or tflite")
