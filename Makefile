@@ -23,6 +23,9 @@ demo: install
 	$(VENV)/bin/gemma-edge run builtin:gemma3-270m --max-new-tokens 48 \
 		--prompt "The first rule of shipping a model to a phone is"
 	$(VENV)/bin/gemma-edge export builtin:gemma3-270m --format tflite,onnx --out build --overwrite
+	$(VENV)/bin/gemma-edge check build/tflite --against builtin:gemma3-270m
+	$(VENV)/bin/gemma-edge check build/onnx --against builtin:gemma3-270m
+	$(VENV)/bin/gemma-edge report build
 
 test: install
 	$(PY) -m pytest tests

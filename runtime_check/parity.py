@@ -81,7 +81,7 @@ def parity_metrics(ref_logits: np.ndarray, art_logits: np.ndarray,
         "ppl_artifact": ppl_art,
         "ppl_ratio": ppl_art / ppl_ref,
         "max_abs_delta_logit": float(np.abs(ref - art)[finite].max()) if finite.any() else 0.0,
-        "kld_per_position": [round(float(k), 6) for k in kld],
+        "kld_per_position": [float(f"{k:.4g}") for k in kld],
     }
 
 

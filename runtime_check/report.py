@@ -125,7 +125,7 @@ def render_html(results: list[dict[str, Any]], *, title: str) -> str:
             f"<div class=plots>"
             f"{svg_plots.histogram(m['kld_per_position'], 'KLD distribution', 'KLD (nats)', log_x=True)}"
             f"{svg_plots.line(m['kld_per_position'], 'KLD per position', 'KLD (nats)')}</div>"
-            f"<h3>Greedy generation</h3><table><tr><th>prompt</th><th>match</th>"
+            f"<h3>Greedy generation</h3><table class=greedy><tr><th>prompt</th><th>match</th>"
             f"<th>artifact's continuation</th></tr>{greedy}</table></section>")
     scatter = svg_plots.scatter([(r["artifact"], r["size_mib"], r["kld_mean"]) for r in rows],
                                 "Size vs mean KLD", "size (MiB)", "mean KLD (nats)")
@@ -138,6 +138,7 @@ def render_html(results: list[dict[str, Any]], *, title: str) -> str:
 <style>body{{font-family:system-ui,sans-serif;margin:24px;max-width:1120px;color:#222}}
 table{{border-collapse:collapse;margin:8px 0}}td,th{{border:1px solid #ccc;padding:4px 8px;
 font-size:13px;text-align:right}}td:first-child,th:first-child{{text-align:left}}
+table.greedy td{{text-align:left}}
 tr.fail td{{background:#fde2e2}}tr.pass td:last-child{{color:#1a7f37;font-weight:bold}}
 tr.fail td:last-child{{color:#b42318;font-weight:bold}}li.fail{{color:#b42318;font-weight:bold}}
 li.pass{{color:#1a7f37}}.plots svg{{margin:4px;border:1px solid #eee}}small{{color:#666}}

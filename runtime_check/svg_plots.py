@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from html import escape
 
-W, H, PAD = 520, 260, 48
+W, H, PAD, RIGHT = 540, 260, 64, 28
 
 
 def _frame(title: str, xlabel: str, ylabel: str, body: str, xticks: str, yticks: str) -> str:
@@ -15,12 +15,12 @@ def _frame(title: str, xlabel: str, ylabel: str, body: str, xticks: str, yticks:
         f'<rect width="{W}" height="{H}" fill="white"/>'
         f'<text x="{W / 2}" y="18" text-anchor="middle" font-size="14" font-weight="bold">'
         f'{escape(title)}</text>'
-        f'<line x1="{PAD}" y1="{H - PAD}" x2="{W - 12}" y2="{H - PAD}" stroke="#333"/>'
+        f'<line x1="{PAD}" y1="{H - PAD}" x2="{W - RIGHT}" y2="{H - PAD}" stroke="#333"/>'
         f'<line x1="{PAD}" y1="28" x2="{PAD}" y2="{H - PAD}" stroke="#333"/>'
         f'{xticks}{yticks}{body}'
         f'<text x="{W / 2}" y="{H - 8}" text-anchor="middle" font-size="12">{escape(xlabel)}</text>'
-        f'<text x="14" y="{H / 2}" text-anchor="middle" font-size="12" '
-        f'transform="rotate(-90 14 {H / 2})">{escape(ylabel)}</text></svg>')
+        f'<text x="12" y="{H / 2}" text-anchor="middle" font-size="12" '
+        f'transform="rotate(-90 12 {H / 2})">{escape(ylabel)}</text></svg>')
 
 
 def _scale(lo: float, hi: float, a: float, b: float):
@@ -53,9 +53,9 @@ def histogram(values: list[float], title: str, xlabel: str, bins: int = 30,
     counts = [0] * bins
     for v in vals:
         counts[min(int((v - lo) / (hi - lo) * bins), bins - 1)] += 1
-    x = _scale(lo, hi, PAD, W - 12)
+    x = _scale(lo, hi, PAD, W - RIGHT)
     y = _scale(0, max(counts), H - PAD, 30)
-    width = (W - 12 - PAD) / bins
+    width = (W - RIGHT - PAD) / bins
     bars = "".join(
         f'<rect x="{PAD + i * width:.1f}" y="{y(c):.1f}" width="{max(width - 1, 1):.1f}" '
         f'height="{H - PAD - y(c):.1f}" fill="#4e79a7"/>' for i, c in enumerate(counts))
@@ -65,7 +65,7 @@ def histogram(values: list[float], title: str, xlabel: str, bins: int = 30,
 
 def line(values: list[float], title: str, ylabel: str) -> str:
     vals = [v if math.isfinite(v) else 0.0 for v in values] or [0.0]
-    x = _scale(0, max(len(vals) - 1, 1), PAD, W - 12)
+    x = _scale(0, max(len(vals) - 1, 1), PAD, W - RIGHT)
     top = max(vals) if max(vals) > 0 else 1.0
     y = _scale(0, top, H - PAD, 30)
     pts = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(vals))
@@ -78,7 +78,7 @@ def scatter(points: list[tuple[str, float, float]], title: str, xlabel: str, yla
     pts = [(n, a, b) for n, a, b in points if math.isfinite(a) and math.isfinite(b)] or [
         ("", 0.0, 0.0)]
     xs, ys = [p[1] for p in pts], [p[2] for p in pts]
-    x = _scale(0, max(xs) * 1.1 or 1.0, PAD, W - 12)
+    x = _scale(0, max(xs) * 1.1 or 1.0, PAD, W - RIGHT)
     y = _scale(0, max(ys) * 1.15 or 1.0, H - PAD, 30)
     body = "".join(
         f'<circle cx="{x(a):.1f}" cy="{y(b):.1f}" r="5" fill="#59a14f"/>'
@@ -92,7 +92,7 @@ def bars(items: list[tuple[str, float]], title: str, ylabel: str) -> str:
     items = [(n, v if math.isfinite(v) else 0.0) for n, v in items] or [("", 0.0)]
     top = max(v for _, v in items) or 1.0
     y = _scale(0, top * 1.1, H - PAD, 30)
-    width = (W - 12 - PAD) / len(items)
+    width = (W - RIGHT - PAD) / len(items)
     body = "".join(
         f'<rect x="{PAD + i * width + 6:.1f}" y="{y(v):.1f}" width="{width - 12:.1f}" '
         f'height="{H - PAD - y(v):.1f}" fill="#f28e2b"/>'

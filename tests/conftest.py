@@ -42,18 +42,24 @@ def isolated_cache(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def real_onnx(real_ref, tmp_path_factory):
+def real_build(tmp_path_factory):
+    """One build directory for every real-model export of the session."""
+    return tmp_path_factory.mktemp("real-build")
+
+
+@pytest.fixture(scope="session")
+def real_onnx(real_ref, real_build):
     """The 270M exported to ONNX once per session: (dir, manifest)."""
     from exporter.onnx_export import export_onnx
 
-    out = tmp_path_factory.mktemp("real-build") / "onnx"
+    out = real_build / "onnx"
     return out, export_onnx(real_ref, out)
 
 
 @pytest.fixture(scope="session")
-def real_tflite(real_ref, tmp_path_factory):
+def real_tflite(real_ref, real_build):
     """The 270M exported to LiteRT once per session: (dir, manifest)."""
     from exporter.tflite_export import export_tflite
 
-    out = tmp_path_factory.mktemp("real-build") / "tflite"
+    out = real_build / "tflite"
     return out, export_tflite(real_ref, out, prefill_lengths=(32, 128, 512), cache_length=1024)
