@@ -149,7 +149,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     ref = load_source(args.against)
     result = check_artifact(args.artifact, ref, text=text, max_tokens=args.max_tokens,
                             greedy_tokens=args.greedy_tokens, gates_file=args.gates,
-                            threads=args.threads)
+                            threads=args.threads, latency=not args.no_latency)
     where = write_check_report(result, args.artifact)
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "metrics"} | {
@@ -232,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, default=512, help="tokens of text to compare")
     p.add_argument("--greedy-tokens", type=int, default=32, help="greedy tokens per prompt")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-latency", action="store_true",
+                   help="skip the latency run (load, TTFT, prefill/decode tok/s, peak RSS)")
 
     p = add("report", _cmd_report, "one comparison page for every checked artifact of a build")
     p.add_argument("build_dir", metavar="BUILD_DIR")

@@ -31,7 +31,7 @@ DEFAULT_PROMPTS = (
 def check_artifact(artifact: str | Path, ref: ReferenceModel, *, text: str,
                    max_tokens: int = 512, prefill_tokens: int = 128, greedy_tokens: int = 32,
                    prompts: tuple[str, ...] = DEFAULT_PROMPTS, gates_file: str | None = None,
-                   threads: int | None = 2) -> dict[str, Any]:
+                   threads: int | None = 2, latency: bool = True) -> dict[str, Any]:
     """Teacher-force `text` through reference and artifact, compare, evaluate the gates."""
     from runtime_check.open_runner import open_runner
     from runtime_check.torch_runner import TorchRunner
@@ -65,6 +65,12 @@ def check_artifact(artifact: str | Path, ref: ReferenceModel, *, text: str,
                        "of": len(expect), "reference": ref.tokenizer.decode(expect),
                        "artifact": ref.tokenizer.decode(got)})
     runner.close()
+    timing = None
+    if latency:
+        from runtime_check.latency import measure_latency
+
+        log.info("latency: warm-up + 5 repetitions in a child process")
+        timing = measure_latency(artifact, ids, threads=threads or 2)
     metrics["greedy_match_fraction"] = float(np.mean([g["match"] / max(g["of"], 1)
                                                       for g in greedy]))
     recipe = manifest.get("recipe", "fp32")
@@ -91,6 +97,7 @@ def check_artifact(artifact: str | Path, ref: ReferenceModel, *, text: str,
         "metrics": metrics,
         "greedy": greedy,
         "gates": results,
+        "latency": timing,
         "passed": all(r["passed"] for r in results),
         "check_seconds": round(time.time() - started, 2),
     }

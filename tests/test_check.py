@@ -55,6 +55,13 @@ def test_undamaged_export_passes_its_gates(build, fmt, capsys):
     assert all(g["match"] == g["of"] == 8 for g in out["greedy"])
     report = json.loads((build / fmt / "check" / "report.json").read_text())
     assert report["schema"] == 1 and len(report["metrics"]["kld_per_position"]) == 128
+    lat = report["latency"]  # measured in a child process running only the runtime
+    assert lat["runtime"] in ("onnxruntime", "litert") and lat["reps"] == 5
+    assert lat["load_s"] > 0 and lat["ttft_ms"] > 0 and lat["decode_tps"] > 0
+    # 128 tokens of text: depth 256 does not fit; the tflite cache (160) leaves room for 32
+    assert set(lat["decode_tps_by_depth"]) == {"32"}
+    assert set(lat["prefill_tps_by_prompt"]) == ({"32"} if fmt == "tflite" else {"32", "128"})
+    assert 0 < lat["peak_rss_mib"] < 2048
 
 
 def test_damaged_artifact_fails_with_exit_3_and_names_the_gate(build, tmp_path, capsys):
@@ -86,7 +93,7 @@ def test_build_report_compares_all_checked_artifacts(build, capsys):
     html = (build / "report.html").read_text()
     assert '<table id=summary>' in html and html.count("<tr class=pass>") >= 2
     assert html.count("<svg") >= 5  # scatter + 2 plots per artifact
-    assert "Size vs mean KLD" in html and "KLD distribution" in html
+    assert "Size vs mean KLD" in html and "KLD distribution" in html and "Decode speed" in html
     assert "http" not in html.replace("http://www.w3.org/2000/svg", "")  # self-contained
     report = json.loads((build / "report.json").read_text())
     assert report["schema"] == 1 and len(report["artifacts"]) >= 2

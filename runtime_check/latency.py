@@ -1,0 +1,108 @@
+"""Latency of an artifact in its own runtime, measured in a child process so the peak RSS
+is the runtime's alone (no torch, no reference model in that process).
+
+Figures: load time, time to first token, prefill tokens/s per prompt length, decode
+tokens/s per context depth; one warm-up then `reps` repetitions, median and p90.
+Run as `python -m runtime_check.latency ARTIFACT IDS.json` (what measure_latency does).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from gemma_edge.errors import GemmaEdgeError
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    p90 = ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))]
+    return {"median": ordered[len(ordered) // 2] if len(ordered) % 2 else
+            (ordered[len(ordered) // 2 - 1] + ordered[len(ordered) // 2]) / 2, "p90": p90}
+
+
+def measure_latency(artifact: str | Path, token_ids: Sequence[int], *, reps: int = 5,
+                    threads: int = 2, prompt_lengths: Sequence[int] = (32, 128),
+                    depths: Sequence[int] = (32, 256), decode_steps: int = 32) -> dict[str, Any]:
+    """Spawn the child, return its figures."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump({"ids": list(map(int, token_ids)), "reps": reps, "threads": threads,
+                   "prompt_lengths": list(prompt_lengths), "depths": list(depths),
+                   "decode_steps": decode_steps}, fh)
+        spec = fh.name
+    try:
+        proc = subprocess.run([sys.executable, "-m", "runtime_check.latency", str(artifact), spec],
+                              capture_output=True, text=True)
+    finally:
+        Path(spec).unlink(missing_ok=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise GemmaEdgeError(f"latency run on {artifact} failed: {tail}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _child(artifact: str, spec_file: str) -> dict[str, Any]:
+    import resource
+
+    import numpy as np
+
+    from runtime_check.open_runner import open_runner
+
+    spec = json.loads(Path(spec_file).read_text())
+    ids, reps = spec["ids"], spec["reps"]
+    t0 = time.perf_counter()
+    runner = open_runner(artifact, threads=spec["threads"])
+    load_s = time.perf_counter() - t0
+    cap = getattr(runner, "cache_len", None) or len(ids) + spec["decode_steps"] + 1
+    room = min(len(ids), cap - spec["decode_steps"] - 1)
+    lengths = [n for n in spec["prompt_lengths"] if n <= room]
+    depths = [d for d in spec["depths"] if d <= room]
+
+    ttft, prefill = {}, {}
+    for n in lengths:
+        firsts, rates = [], []
+        for rep in range(reps + 1):
+            runner.reset()
+            start = time.perf_counter()
+            logits = runner.prefill(ids[:n])
+            int(np.argmax(logits[-1]))
+            elapsed = time.perf_counter() - start
+            if rep:  # the first run is warm-up
+                firsts.append(elapsed * 1000)
+                rates.append(n / elapsed)
+        ttft[str(n)], prefill[str(n)] = _stats(firsts), _stats(rates)
+    decode = {}
+    for depth in depths:
+        rates = []
+        for rep in range(reps + 1):
+            runner.reset()
+            token = int(np.argmax(runner.prefill(ids[:depth])[-1]))
+            start = time.perf_counter()
+            for _ in range(spec["decode_steps"]):
+                token = int(np.argmax(runner.decode(token)))
+            if rep:
+                rates.append(spec["decode_steps"] / (time.perf_counter() - start))
+        decode[str(depth)] = _stats(rates)
+    runner.close()
+    first_len, first_depth = (str(lengths[0]) if lengths else None,
+                              str(depths[0]) if depths else None)
+    return {
+        "runtime": runner.name, "threads": spec["threads"], "reps": reps,
+        "load_s": round(load_s, 3),
+        "ttft_ms_by_prompt": ttft, "prefill_tps_by_prompt": prefill,
+        "decode_tps_by_depth": decode,
+        "ttft_ms": ttft[first_len]["median"] if first_len else None,
+        "ttft_prompt_tokens": int(first_len) if first_len else None,
+        "decode_tps": decode[first_depth]["median"] if first_depth else None,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(_child(sys.argv[1], sys.argv[2])))
