@@ -16,9 +16,12 @@ def test_real_fp32_exports_pass_their_gates_in_one_report(real_onnx, real_tflite
         assert main(["check", str(artifact), "--against", "builtin:gemma3-270m", "--quiet",
                      "--json"]) == 0
         result = json.loads(capsys.readouterr().out)
-        m = result["metrics"]
-        print(f"{artifact.name}: KLD {m['kld_mean']:.2e}, top-1 {m['top1_agreement']:.2%}, "
-              f"PPL ratio {m['ppl_ratio']:.5f}, max |Δlogit| {m['max_abs_delta_logit']:.2e}")
+        m, lat = result["metrics"], result["latency"]
+        with capsys.disabled():
+            print(f"\n{artifact.name}: KLD {m['kld_mean']:.2e}, top-1 {m['top1_agreement']:.2%}, "
+                  f"PPL ratio {m['ppl_ratio']:.5f}, max |Δlogit| {m['max_abs_delta_logit']:.2e}; "
+                  f"TTFT {lat['ttft_ms']:.0f} ms ({lat['ttft_prompt_tokens']} tokens), decode "
+                  f"{lat['decode_tps']:.1f} tok/s, runtime peak RSS {lat['peak_rss_mib']:.0f} MiB")
         assert result["text_tokens"] == 512 and m["top1_agreement"] == 1.0
         assert m["kld_mean"] < 1e-8 and abs(m["ppl_ratio"] - 1) < 1e-4
     assert main(["report", str(build), "--quiet"]) == 0
