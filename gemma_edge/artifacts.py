@@ -43,7 +43,18 @@ def sha256_files(paths: Iterable[Path], root: Path) -> str:
 
 
 def peak_rss_bytes() -> int:
-    """Peak resident set size of this process so far (Linux reports KiB)."""
+    """Peak resident set size of this process so far.
+
+    VmHWM where /proc has it: on Linux ru_maxrss survives execve, so a process started
+    by a large parent would report the parent's RSS at fork time as its own peak.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from gemma_edge.artifacts import peak_rss_bytes
 from gemma_edge.errors import GemmaEdgeError
 
 
@@ -48,8 +49,6 @@ def measure_latency(artifact: str | Path, token_ids: Sequence[int], *, reps: int
 
 
 def _child(artifact: str, spec_file: str) -> dict[str, Any]:
-    import resource
-
     import numpy as np
 
     from runtime_check.open_runner import open_runner
@@ -100,7 +99,7 @@ def _child(artifact: str, spec_file: str) -> dict[str, Any]:
         "ttft_ms": ttft[first_len]["median"] if first_len else None,
         "ttft_prompt_tokens": int(first_len) if first_len else None,
         "decode_tps": decode[first_depth]["median"] if first_depth else None,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mib": peak_rss_bytes() / 2**20,  # VmHWM: this process's own peak
     }
 
 
