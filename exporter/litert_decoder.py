@@ -21,15 +21,6 @@ def litert_cache_names(num_layers: int) -> list[str]:
     return [f"kv_cache_{kv}_{i}" for i in range(num_layers) for kv in ("k", "v")]
 
 
-def causal_mask(input_pos, cache_len: int):
-    """The global mask a runtime passes: [1, 1, T, C], 0 where slot <= position, else min."""
-    import numpy as np
-
-    pos = np.asarray(input_pos, dtype=np.int64)[:, None]
-    allowed = np.arange(cache_len)[None, :] <= pos
-    return np.where(allowed, 0.0, np.finfo(np.float32).min).astype(np.float32)[None, None]
-
-
 class StaticCacheDecoder(nn.Module):
     """(tokens [1,T] i32, input_pos [T] i32, mask [1,1,T,C], kv caches) -> logits + caches."""
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from gemma_edge.errors import GemmaEdgeError, MissingExtraError
+from runtime_check.runner import model_file
 
 MODEL_FILE = "model.tflite"
 
@@ -32,12 +33,7 @@ class LiteRTRunner:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:
             raise MissingExtraError("tflite", "ai-edge-litert") from None
-        path = Path(model)
-        if path.is_dir():
-            path = path / MODEL_FILE
-        if not path.is_file():
-            raise GemmaEdgeError(f"no LiteRT model at {path}", "pass a TFLite export directory "
-                                 "(gemma-edge export --format tflite) or a .tflite file")
+        path = model_file(model, MODEL_FILE, "TFLite")
         self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
         signatures = self.interpreter.get_signature_list()
         if "decode" not in signatures or not any(s.startswith("prefill_") for s in signatures):

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gemma_edge.errors import GemmaEdgeError, MissingExtraError
+from gemma_edge.errors import MissingExtraError
+from runtime_check.runner import model_file
 
 
 class OnnxRunner:
@@ -23,12 +24,7 @@ class OnnxRunner:
             import onnxruntime as ort
         except ImportError:
             raise MissingExtraError("onnx", "onnxruntime") from None
-        path = Path(model)
-        if path.is_dir():
-            path = path / "model.onnx"
-        if not path.is_file():
-            raise GemmaEdgeError(f"no ONNX model at {path}", "pass an ONNX export directory "
-                                 "(gemma-edge export --format onnx) or a model.onnx file")
+        path = model_file(model, "model.onnx", "ONNX")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:

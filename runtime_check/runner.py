@@ -8,9 +8,12 @@ fp32 numpy arrays, so parity code compares torch, LiteRT and onnxruntime the sam
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+
+from gemma_edge.errors import GemmaEdgeError
 
 
 @runtime_checkable
@@ -28,6 +31,18 @@ class Runner(Protocol):
 
     def close(self) -> None:
         """Release the runtime's resources."""
+
+
+def model_file(model: str | Path, filename: str, fmt: str) -> Path:
+    """The model file of an export directory (or the file itself), or a clear error."""
+    path = Path(model)
+    if path.is_dir():
+        path = path / filename
+    if not path.is_file():
+        raise GemmaEdgeError(f"no {fmt} model at {path}",
+                             f"pass a {fmt} export directory (gemma-edge export --format "
+                             f"{fmt.lower()}) or a {filename} file")
+    return path
 
 
 def greedy_generate(runner: Runner, prompt_ids: Sequence[int], max_new_tokens: int,

@@ -42,6 +42,18 @@ def isolated_cache(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="session")
+def real_heldout_ids(real_ref):
+    """Held-out prose for real-model parity: long enough to cross the 512-token window."""
+    from gemma_edge.texts import load_text
+
+    text = " ".join(load_text(f"builtin:{name}") for name in
+                    ("gemma_edge_field_notes", "austen_pride_and_prejudice_ch1"))
+    ids = real_ref.encode(text)
+    assert len(ids) >= 548
+    return ids
+
+
+@pytest.fixture(scope="session")
 def real_build(tmp_path_factory):
     """One build directory for every real-model export of the session."""
     return tmp_path_factory.mktemp("real-build")

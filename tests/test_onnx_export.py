@@ -1,13 +1,11 @@
 import json
 
-import numpy as np
 import pytest
 
 from gemma_edge.cli import main
 from runtime_check.onnx_runner import OnnxRunner
-from runtime_check.runner import Runner, greedy_generate, teacher_forced_logits
-from runtime_check.torch_runner import TorchRunner, full_forward_logits
 from tests.conftest import FAMILY_NAMES
+from tests.runner_checks import assert_greedy_matches, assert_teacher_forced_parity
 
 TEXT = "The quick brown fox jumps over the lazy dog, again and again."
 
@@ -36,21 +34,14 @@ def test_onnx_prefill_decode_matches_torch(tiny, exported, name, prefill_len):
     window = getattr(ref.config, "sliding_window", None)
     if window:
         assert len(ids) > prefill_len + 2 * window, "decode must run past the sliding window"
-    runner = OnnxRunner(out)
-    assert isinstance(runner, Runner)
-    got = teacher_forced_logits(runner, ids, prefill_len)
-    np.testing.assert_allclose(got, full_forward_logits(ref.model, ids), atol=1e-5, rtol=0)
+    assert_teacher_forced_parity(OnnxRunner(out), ref.model, ids, prefill_len, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", FAMILY_NAMES)
 def test_onnx_greedy_generation_matches_torch(tiny, exported, name):
     ref = tiny(name)
     out, _ = exported(name)
-    prompt = ref.encode("Once upon a time")
-    runner = OnnxRunner(out, threads=1)
-    got = list(greedy_generate(runner, prompt, 24))
-    assert got == list(greedy_generate(TorchRunner(ref.model), prompt, 24))
-    assert list(greedy_generate(runner, prompt, 24)) == got, "reset must forget the sequence"
+    assert_greedy_matches(OnnxRunner(out, threads=1), ref.model, ref.encode("Once upon a time"), 24)
 
 
 def test_onnx_cache_stays_in_onnxruntime(tiny, exported):

@@ -6,24 +6,12 @@ about 1e-4: its residual stream reaches ~1e5, and torch's own cached and uncache
 paths differ by 9e-5.
 """
 
-import numpy as np
 import pytest
 
-from gemma_edge.texts import load_text
 from runtime_check.onnx_runner import OnnxRunner
-from runtime_check.runner import greedy_generate, teacher_forced_logits
-from runtime_check.torch_runner import TorchRunner
+from tests.runner_checks import assert_greedy_matches, assert_teacher_forced_parity
 
 pytestmark = pytest.mark.real
-
-
-@pytest.fixture(scope="module")
-def heldout_ids(real_ref):
-    text = " ".join(load_text(f"builtin:{n}") for n in
-                    ("gemma_edge_field_notes", "austen_pride_and_prejudice_ch1"))
-    ids = real_ref.encode(text)
-    assert len(ids) >= 548
-    return ids
 
 
 def test_real_onnx_export_manifest(real_onnx):
@@ -36,19 +24,14 @@ def test_real_onnx_export_manifest(real_onnx):
 
 
 @pytest.mark.parametrize("prefill,decode", [(256, 64), (448, 100)])
-def test_real_onnx_parity(real_ref, real_onnx, heldout_ids, prefill, decode):
-    ids = heldout_ids[: prefill + decode]
-    reference = teacher_forced_logits(TorchRunner(real_ref.model, threads=2), ids, prefill)
-    got = teacher_forced_logits(OnnxRunner(real_onnx[0], threads=2), ids, prefill)
-    delta = np.abs(got - reference)
-    print(f"prefill {prefill} + decode {decode}: max |Δlogit| {delta.max():.2e} "
-          f"(prefill {delta[:prefill].max():.2e}, decode {delta[prefill:].max():.2e})")
-    assert delta.max() <= 1e-4
-    assert (got.argmax(-1) == reference.argmax(-1)).all()
+def test_real_onnx_parity(real_ref, real_onnx, real_heldout_ids, prefill, decode):
+    ids = real_heldout_ids[: prefill + decode]
+    assert len(ids) == prefill + decode
+    assert_teacher_forced_parity(OnnxRunner(real_onnx[0], threads=2), real_ref.model, ids,
+                                 prefill, atol=1e-4)
 
 
 def test_real_onnx_greedy_64_tokens_identical(real_ref, real_onnx):
+    runner = OnnxRunner(real_onnx[0], threads=2)
     for prompt in ("The capital of France is", "def fibonacci(n):"):
-        ids = real_ref.encode(prompt)
-        expect = list(greedy_generate(TorchRunner(real_ref.model), ids, 64))
-        assert list(greedy_generate(OnnxRunner(real_onnx[0]), ids, 64)) == expect
+        assert_greedy_matches(runner, real_ref.model, real_ref.encode(prompt), 64)

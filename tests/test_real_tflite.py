@@ -4,22 +4,12 @@ Measured here (2 threads): max |Δlogit| 1.8e-4 (256 prefill + 64 decode) and 2.
 (448 + 100, crossing the 512-token window); top-1 identical at every position.
 """
 
-import numpy as np
 import pytest
 
-from gemma_edge.texts import load_text
 from runtime_check.litert_runner import LiteRTRunner
-from runtime_check.runner import greedy_generate, teacher_forced_logits
-from runtime_check.torch_runner import TorchRunner
+from tests.runner_checks import assert_greedy_matches, assert_teacher_forced_parity
 
 pytestmark = pytest.mark.real
-
-
-@pytest.fixture(scope="module")
-def heldout_ids(real_ref):
-    text = " ".join(load_text(f"builtin:{n}") for n in
-                    ("gemma_edge_field_notes", "austen_pride_and_prejudice_ch1"))
-    return real_ref.encode(text)
 
 
 def test_real_tflite_export_manifest(real_tflite):
@@ -33,21 +23,14 @@ def test_real_tflite_export_manifest(real_tflite):
 
 
 @pytest.mark.parametrize("prefill,decode", [(256, 64), (448, 100)])
-def test_real_tflite_parity(real_ref, real_tflite, heldout_ids, prefill, decode):
-    ids = heldout_ids[: prefill + decode]
+def test_real_tflite_parity(real_ref, real_tflite, real_heldout_ids, prefill, decode):
+    ids = real_heldout_ids[: prefill + decode]
     assert len(ids) == prefill + decode
-    reference = teacher_forced_logits(TorchRunner(real_ref.model, threads=2), ids, prefill)
-    got = teacher_forced_logits(LiteRTRunner(real_tflite[0], threads=2), ids, prefill)
-    delta = np.abs(got - reference)
-    print(f"prefill {prefill} + decode {decode}: max |Δlogit| {delta.max():.2e} "
-          f"(prefill {delta[:prefill].max():.2e}, decode {delta[prefill:].max():.2e})")
-    assert delta.max() <= 1e-3
-    assert (got.argmax(-1) == reference.argmax(-1)).all()
+    assert_teacher_forced_parity(LiteRTRunner(real_tflite[0], threads=2), real_ref.model, ids,
+                                 prefill, atol=1e-3)
 
 
 def test_real_tflite_greedy_64_tokens_identical(real_ref, real_tflite):
     runner = LiteRTRunner(real_tflite[0], threads=2)
     for prompt in ("The capital of France is", "def fibonacci(n):"):
-        ids = real_ref.encode(prompt)
-        expect = list(greedy_generate(TorchRunner(real_ref.model), ids, 64))
-        assert list(greedy_generate(runner, ids, 64)) == expect
+        assert_greedy_matches(runner, real_ref.model, real_ref.encode(prompt), 64)

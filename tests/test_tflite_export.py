@@ -1,14 +1,12 @@
 import json
 
-import numpy as np
 import pytest
 
 from gemma_edge.cli import main
 from gemma_edge.errors import GemmaEdgeError
 from runtime_check.litert_runner import LiteRTRunner
-from runtime_check.runner import Runner, greedy_generate, teacher_forced_logits
-from runtime_check.torch_runner import TorchRunner, full_forward_logits
 from tests.conftest import FAMILY_NAMES
+from tests.runner_checks import assert_greedy_matches, assert_teacher_forced_parity
 
 TEXT = "The quick brown fox jumps over the lazy dog, again and again."
 PREFILL = (8, 16)
@@ -38,21 +36,15 @@ def test_tflite_prefill_decode_matches_torch(tiny, exported, name, prefill_len):
     ref = tiny(name)
     out, _ = exported(name)
     ids = ref.encode(TEXT)
-    runner = LiteRTRunner(out)
-    assert isinstance(runner, Runner)
-    got = teacher_forced_logits(runner, ids, prefill_len)
-    np.testing.assert_allclose(got, full_forward_logits(ref.model, ids), atol=1e-4, rtol=0)
+    assert_teacher_forced_parity(LiteRTRunner(out), ref.model, ids, prefill_len, atol=1e-4)
 
 
 @pytest.mark.parametrize("name", FAMILY_NAMES)
 def test_tflite_greedy_generation_matches_torch(tiny, exported, name):
     ref = tiny(name)
     out, _ = exported(name)
-    prompt = ref.encode("Once upon a time")
-    runner = LiteRTRunner(out, threads=1)
-    got = list(greedy_generate(runner, prompt, 24))
-    assert got == list(greedy_generate(TorchRunner(ref.model), prompt, 24))
-    assert list(greedy_generate(runner, prompt, 24)) == got, "reset must forget the sequence"
+    assert_greedy_matches(LiteRTRunner(out, threads=1), ref.model, ref.encode("Once upon a time"),
+                          24)
 
 
 def test_tflite_signatures_and_manifest(tiny, exported):

@@ -1,0 +1,30 @@
+"""Checks every runtime's runner must pass against the torch reference (shared by the
+ONNX and LiteRT tests, tiny and real)."""
+
+import numpy as np
+
+from runtime_check.runner import Runner, greedy_generate, teacher_forced_logits
+from runtime_check.torch_runner import TorchRunner
+
+
+def assert_teacher_forced_parity(runner, model, ids, prefill: int, atol: float) -> np.ndarray:
+    """Prefill then decode token by token; logits within atol of torch, same top-1 everywhere.
+
+    Returns |Δlogit| per position so callers can report prefill and decode separately.
+    """
+    assert isinstance(runner, Runner)
+    reference = teacher_forced_logits(TorchRunner(model, threads=2), ids, prefill)
+    got = teacher_forced_logits(runner, ids, prefill)
+    delta = np.abs(got - reference)
+    print(f"prefill {prefill} + decode {len(ids) - prefill}: max |Δlogit| {delta.max():.2e} "
+          f"(prefill {delta[:prefill].max():.2e}, decode {delta[prefill:].max():.2e})")
+    assert delta.max() <= atol, f"max |Δlogit| {delta.max():.3g} > {atol}"
+    assert (got.argmax(-1) == reference.argmax(-1)).all()
+    return delta
+
+
+def assert_greedy_matches(runner, model, prompt_ids, n: int) -> None:
+    """n greedy tokens identical to torch's, and again after reset."""
+    expect = list(greedy_generate(TorchRunner(model), prompt_ids, n))
+    assert list(greedy_generate(runner, prompt_ids, n)) == expect
+    assert list(greedy_generate(runner, prompt_ids, n)) == expect, "reset must forget the sequence"
