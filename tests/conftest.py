@@ -59,19 +59,30 @@ def real_build(tmp_path_factory):
     return tmp_path_factory.mktemp("real-build")
 
 
+def _export_in_child(fmt: str, build, *extra: str):
+    """Export the 270M through the CLI in a child process: the real CLI path, and whatever
+    the converters keep alive afterwards (litert-torch holds GBs) dies with the child
+    instead of accumulating in the test process."""
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "gemma_edge", "export", "builtin:gemma3-270m",
+                           "--format", fmt, "--out", str(build), "--quiet", *extra],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = build / fmt
+    return out, json.loads((out / "manifest.json").read_text())
+
+
 @pytest.fixture(scope="session")
 def real_onnx(real_ref, real_build):
     """The 270M exported to ONNX once per session: (dir, manifest)."""
-    from exporter.onnx_export import export_onnx
-
-    out = real_build / "onnx"
-    return out, export_onnx(real_ref, out)
+    return _export_in_child("onnx", real_build)
 
 
 @pytest.fixture(scope="session")
 def real_tflite(real_ref, real_build):
     """The 270M exported to LiteRT once per session: (dir, manifest)."""
-    from exporter.tflite_export import export_tflite
-
-    out = real_build / "tflite"
-    return out, export_tflite(real_ref, out, prefill_lengths=(32, 128, 512), cache_length=1024)
+    return _export_in_child("tflite", real_build, "--prefill-lengths", "32,128,512",
+                            "--cache-length", "1024")

@@ -89,3 +89,17 @@ def test_greedy_match_length():
     assert greedy_match_length([1, 2, 3, 4], [1, 2, 9, 4]) == 2
     assert greedy_match_length([1, 2], [1, 2]) == 2
     assert greedy_match_length([], [1]) == 0
+
+
+def test_chunked_metrics_equal_one_chunk():
+    rng = np.random.default_rng(1)
+    ref = rng.normal(size=(37, 40)) * 5
+    art = ref + rng.normal(size=(37, 40)) * 0.3
+    ids = list(rng.integers(0, 40, size=37))
+    whole = parity_metrics(ref, art, ids, chunk=1000)
+    for size in (1, 5, 32):
+        part = parity_metrics(ref, art, ids, chunk=size)
+        for key, value in whole.items():
+            assert part[key] == pytest.approx(value, rel=1e-12, abs=1e-15), (size, key)
+    assert whole["ppl_reference"] == pytest.approx(perplexity(ref, ids))
+    assert whole["kld_mean"] == pytest.approx(kl_divergence(ref, art).mean())
