@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 from measure import run_measured  # bench/ is on sys.path when run as a script
+
+from runtime_check.latency import median_p90
 
 HERE = Path(__file__).resolve().parent
 THREADS = 2
@@ -39,12 +40,6 @@ def build_theirs(checkpoint: Path, out: Path, work: str) -> tuple[float, float]:
            "-o", str(out), "-p", "fp32", "-e", "cpu"]
     # not from the repo directory: see genai_builder_gemma3.py
     return run_measured(cmd, cwd=work, log_path=str(out.parent / "genai_builder.log"))
-
-
-def _stats(values: list[float]) -> dict:
-    values = sorted(values)
-    return {"median": statistics.median(values),
-            "p90": values[min(len(values) - 1, int(round(0.9 * (len(values) - 1))))]}
 
 
 def measure_ours(model_dir: Path, prompt: list[int], decode_steps: int, reps: int) -> dict:
@@ -66,7 +61,7 @@ def measure_ours(model_dir: Path, prompt: list[int], decode_steps: int, reps: in
             prefill.append(len(prompt) / (t1 - t0))
             decode.append((decode_steps - 1) / (t2 - t1))
         tokens = out
-    return {"prefill_tps": _stats(prefill), "decode_tps": _stats(decode), "tokens": tokens}
+    return {"prefill_tps": median_p90(prefill), "decode_tps": median_p90(decode), "tokens": tokens}
 
 
 def measure_theirs(model_dir: Path, prompt: list[int], decode_steps: int, reps: int) -> dict:
@@ -96,7 +91,7 @@ def measure_theirs(model_dir: Path, prompt: list[int], decode_steps: int, reps: 
             decode.append((decode_steps - 1) / (t2 - t1))
         tokens = out
         del generator
-    return {"prefill_tps": _stats(prefill), "decode_tps": _stats(decode), "tokens": tokens}
+    return {"prefill_tps": median_p90(prefill), "decode_tps": median_p90(decode), "tokens": tokens}
 
 
 def _size_mib(d: Path) -> float:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gemma_edge.artifacts import atomic_output_dir, write_manifest
-from gemma_edge.errors import GemmaEdgeError, MissingExtraError
+from gemma_edge.errors import GemmaEdgeError, require_extra
 from gemma_edge.sources import ReferenceModel
 
 log = logging.getLogger("gemma_edge")
@@ -25,17 +25,9 @@ DATA_FILE = "model.onnx.data"
 OPSET = 20
 
 
-def _require_onnx() -> None:
-    for module in ("onnx", "onnxscript", "onnxruntime"):
-        try:
-            __import__(module)
-        except ImportError:
-            raise MissingExtraError("onnx", module) from None
-
-
 def export_onnx(ref: ReferenceModel, out_dir: str | Path, *, overwrite: bool = False) -> dict[str, Any]:
     """Write OUT_DIR/{model.onnx, model.onnx.data, tokenizer files, manifest.json}."""
-    _require_onnx()
+    require_extra("onnx", {"onnx": "onnx", "onnxscript": "onnxscript", "onnxruntime": "onnxruntime"})
     import torch
 
     from exporter.cache_decoder import CacheDecoder, cache_names, decoder_facts

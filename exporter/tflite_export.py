@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gemma_edge.artifacts import atomic_output_dir, write_manifest
-from gemma_edge.errors import GemmaEdgeError, MissingExtraError
+from gemma_edge.errors import GemmaEdgeError, require_extra
 from gemma_edge.sources import ReferenceModel
 
 log = logging.getLogger("gemma_edge")
@@ -25,14 +25,6 @@ log = logging.getLogger("gemma_edge")
 MODEL_FILE = "model.tflite"
 DEFAULT_PREFILL_LENGTHS = (32, 128, 512)
 DEFAULT_CACHE_LENGTH = 1024
-
-
-def _require_litert() -> None:
-    for module, dist in (("litert_torch", "litert-torch"), ("ai_edge_litert", "ai-edge-litert")):
-        try:
-            __import__(module)
-        except ImportError:
-            raise MissingExtraError("tflite", dist) from None
 
 
 def export_tflite(ref: ReferenceModel, out_dir: str | Path, *, overwrite: bool = False,
@@ -66,7 +58,7 @@ def export_tflite(ref: ReferenceModel, out_dir: str | Path, *, overwrite: bool =
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise GemmaEdgeError(f"{out_dir} already exists", "pass --overwrite or choose another --out")
-    _require_litert()
+    require_extra("tflite", {"litert_torch": "litert-torch", "ai_edge_litert": "ai-edge-litert"})
     import litert_torch
     import torch
 

@@ -43,6 +43,15 @@ class MissingExtraError(GemmaEdgeError):
         )
 
 
+def require_extra(extra: str, modules: dict[str, str]) -> None:
+    """Raise MissingExtraError naming the first of {import name: distribution} not installed."""
+    import importlib.util
+
+    for module, dist in modules.items():
+        if importlib.util.find_spec(module) is None:
+            raise MissingExtraError(extra, dist)
+
+
 class GateFailedError(GemmaEdgeError):
     """A parity or latency gate failed; artifacts and report were still written."""
 

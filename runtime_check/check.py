@@ -16,11 +16,11 @@ from gemma_edge.errors import GemmaEdgeError
 from gemma_edge.sources import ReferenceModel
 from runtime_check.gates import evaluate_gates, load_gates, recipe_family
 from runtime_check.parity import greedy_match_length, parity_metrics
+from runtime_check.report import REPORT_SCHEMA
 from runtime_check.runner import greedy_generate, teacher_forced_logits
 
 log = logging.getLogger("gemma_edge")
 
-REPORT_SCHEMA = 1
 DEFAULT_PROMPTS = (
     "The capital of France is",
     "def fibonacci(n):",

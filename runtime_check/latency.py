@@ -21,11 +21,13 @@ from gemma_edge.artifacts import peak_rss_bytes
 from gemma_edge.errors import GemmaEdgeError
 
 
-def _stats(values: list[float]) -> dict[str, float]:
+def median_p90(values: list[float]) -> dict[str, float]:
+    """Median and 90th percentile (nearest rank) of repeated measurements."""
+    import statistics
+
     ordered = sorted(values)
     p90 = ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))]
-    return {"median": ordered[len(ordered) // 2] if len(ordered) % 2 else
-            (ordered[len(ordered) // 2 - 1] + ordered[len(ordered) // 2]) / 2, "p90": p90}
+    return {"median": statistics.median(ordered), "p90": p90}
 
 
 def measure_latency(artifact: str | Path, token_ids: Sequence[int], *, reps: int = 5,
@@ -75,7 +77,7 @@ def _child(artifact: str, spec_file: str) -> dict[str, Any]:
             if rep:  # the first run is warm-up
                 firsts.append(elapsed * 1000)
                 rates.append(n / elapsed)
-        ttft[str(n)], prefill[str(n)] = _stats(firsts), _stats(rates)
+        ttft[str(n)], prefill[str(n)] = median_p90(firsts), median_p90(rates)
     decode = {}
     for depth in depths:
         rates = []
@@ -87,7 +89,7 @@ def _child(artifact: str, spec_file: str) -> dict[str, Any]:
                 token = int(np.argmax(runner.decode(token)))
             if rep:
                 rates.append(spec["decode_steps"] / (time.perf_counter() - start))
-        decode[str(depth)] = _stats(rates)
+        decode[str(depth)] = median_p90(rates)
     runner.close()
     first_len, first_depth = (str(lengths[0]) if lengths else None,
                               str(depths[0]) if depths else None)
