@@ -1,0 +1,147 @@
+"""Write decided codes into an fp32 TFLite export through ai-edge-quantizer.
+
+ai-edge-quantizer rounds to nearest itself. To make it write *our* codes (calibrated
+rounding), the float weights in a copy of the model are first replaced by their
+dequantized values on the exact grid (grid.py): their block maxima sit at ±qmax·scale,
+so the quantizer recomputes the same scales and rounds back to the same codes. Weights
+are found by the hash of their float bytes (FULLY_CONNECTED weights are [N, K] like
+torch's), so no tensor names are needed. Then:
+
+- `float` activations: weight-only (dequantized in the graph, float compute);
+- `dynamic-int8`: blockwise weights, activations quantized to int8 at run time (the only
+  way LiteRT runs blockwise int4);
+- the LM head / tied embedding (the FULLY_CONNECTED writing `*logits_output`, and the
+  EMBEDDING_LOOKUP) gets the head's spec.
+
+Afterwards the result is checked: every weight we decided must now be an integer tensor
+(ai-edge-quantizer 0.10 silently leaves some configurations unquantized).
+"""
+
+from __future__ import annotations
+
+import logging
+import mmap
+from pathlib import Path
+
+import numpy as np
+
+from gemma_edge.errors import GemmaEdgeError
+from quantization.recipes import HEAD, Recipe
+from quantization.weights import QuantizedWeight, weight_hash
+
+log = logging.getLogger("gemma_edge")
+
+MODEL_FILE = "model.tflite"
+_FLOAT32, _INT8, _INT4 = 0, 9, 17
+
+
+def _schema():
+    from ai_edge_litert import schema_py_generated
+
+    return schema_py_generated
+
+
+def buffer_span(model, index: int) -> tuple[int, int]:
+    """(file offset, length) of a buffer's bytes, inline or appended after the flatbuffer."""
+    buf = model.Buffers(index)
+    if buf.Offset() > 1:
+        return buf.Offset(), buf.Size()
+    tab = buf._tab
+    field = tab.Offset(4)
+    if not field:
+        return 0, 0
+    return tab.Vector(field), tab.VectorLen(field)
+
+
+def weight_tensors(data, *, types=(_FLOAT32,)) -> dict[int, tuple[int, int, tuple]]:
+    """buffer index -> (offset, length, shape) of every 2-D constant tensor of these types."""
+    schema = _schema()
+    model = schema.Model.GetRootAs(data, 0)
+    found = {}
+    for s in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(s)
+        for t in range(graph.TensorsLength()):
+            tensor = graph.Tensors(t)
+            if tensor.Type() not in types or tensor.ShapeLength() != 2 or tensor.Buffer() in found:
+                continue
+            offset, length = buffer_span(model, tensor.Buffer())
+            if length:
+                found[tensor.Buffer()] = (offset, length, tuple(tensor.ShapeAsNumpy().tolist()))
+    return found
+
+
+def snap_weights(path: Path, weights: dict[str, QuantizedWeight]) -> int:
+    """Overwrite, in place, each float weight of `path` by its dequantized grid values."""
+    by_hash = {qw.float_hash: qw for qw in weights.values()}
+    snapped = 0
+    with open(path, "r+b") as f, mmap.mmap(f.fileno(), 0) as data:
+        for offset, length, shape in weight_tensors(data).values():
+            if length < 64:
+                continue
+            array = np.frombuffer(data, dtype=np.float32, count=length // 4, offset=offset)
+            qw = by_hash.get(weight_hash(array))
+            if qw is not None and qw.codes.shape == shape:
+                data[offset:offset + length] = qw.dequantized().tobytes()
+                snapped += 1
+    return snapped
+
+
+def _aeq_recipe(recipe: Recipe, weights: dict[str, QuantizedWeight]):
+    from ai_edge_quantizer import qtyping, recipe_manager
+
+    op = qtyping.TFLOperationName
+    gran = qtyping.QuantGranularity
+
+    def granularity(qw: QuantizedWeight):
+        return gran.CHANNELWISE if qw.grid.block == 0 else getattr(gran, f"BLOCKWISE_{qw.grid.block}")
+
+    body = next(qw for name, qw in weights.items() if name != HEAD)
+    head = weights[HEAD]
+    manager = recipe_manager.RecipeManager()
+    activations = recipe.activations["tflite"]
+
+    def add(regex, operation, qw, dynamic):
+        if dynamic:
+            manager.add_dynamic_config(regex, operation, qw.grid.bits, granularity(qw))
+        else:
+            manager.add_weight_only_config(regex, operation, qw.grid.bits, granularity(qw))
+
+    add(".*", op.FULLY_CONNECTED, body, activations == "dynamic-int8")
+    head_dynamic = activations == "dynamic-int8" and head.grid.block != 0
+    add(".*logits_output", op.FULLY_CONNECTED, head, head_dynamic)
+    add(".*", op.EMBEDDING_LOOKUP, head, False)
+    return manager.get_quantization_recipe()
+
+
+def quantize_tflite(src_dir: Path, dst_dir: Path, weights: dict[str, QuantizedWeight],
+                    recipe: Recipe, **_unused) -> dict:
+    from ai_edge_quantizer import quantizer
+
+    if recipe.activations["tflite"] not in ("float", "dynamic-int8"):
+        raise GemmaEdgeError(f"recipe '{recipe.name}' ({recipe.activations['tflite']} activations) "
+                             "is not implemented for TFLite yet", "use int8 or an int4 recipe")
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    staging = dst_dir / ".snapped.tflite"
+    snapped = 0
+    try:
+        import shutil
+
+        shutil.copyfile(src_dir / MODEL_FILE, staging)
+        if any(qw.method != "rtn" for qw in weights.values()):
+            snapped = snap_weights(staging, weights)
+            log.info("snapped %d float weights onto the calibrated grid", snapped)
+        qt = quantizer.Quantizer(str(staging), _aeq_recipe(recipe, weights))
+        result = qt.quantize()
+        result.export_model(str(dst_dir / MODEL_FILE), overwrite=True)
+    finally:
+        staging.unlink(missing_ok=True)
+    with open(dst_dir / MODEL_FILE, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        left_float = [shape for _o, _n, shape in weight_tensors(data).values()
+                      if any(qw.codes.shape == shape for qw in weights.values())]
+        integer = weight_tensors(data, types=(_INT8, _INT4))
+    if left_float:
+        raise GemmaEdgeError(f"ai-edge-quantizer left {len(left_float)} weight tensors in float "
+                             f"(first shape {left_float[0]}) for recipe '{recipe.name}'",
+                             "this grid is not supported by the installed ai-edge-quantizer; "
+                             "choose another recipe")
+    return {"integer_weight_tensors": len(integer), "snapped_weights": snapped}

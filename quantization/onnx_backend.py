@@ -1,0 +1,164 @@
+"""Write decided codes into an fp32 ONNX export: MatMulNBits and a quantized embedding.
+
+- Every MatMul whose weight matches a quantized Linear (by the hash of its float bytes)
+  becomes com.microsoft MatMulNBits: B uint8 [N, K/block, block*bits/8] (4-bit codes
+  packed two per byte, low nibble first), scales float32 [N, K/block], implicit zero
+  point 2**(bits-1), accuracy_level per recipe (4 = int8 activations in the kernel).
+- The tied embedding shares the LM head's packed bytes: 4-bit through GatherBlockQuantized,
+  8-bit through Gather -> Cast -> Sub(128) -> Mul(scale), so the table is stored once.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from gemma_edge.errors import GemmaEdgeError
+from quantization.weights import QuantizedWeight, weight_hash
+
+log = logging.getLogger("gemma_edge")
+
+MODEL_FILE = "model.onnx"
+DATA_FILE = "model.onnx.data"
+
+
+def pack_codes(qw: QuantizedWeight) -> np.ndarray:
+    """Codes [N, K] -> MatMulNBits B [N, K/block, block*bits/8] uint8."""
+    n, k = qw.codes.shape
+    block = qw.grid.block_size(k)
+    unsigned = (qw.codes.astype(np.int16) + 2 ** (qw.grid.bits - 1)).astype(np.uint8)
+    if qw.grid.bits == 8:
+        return unsigned.reshape(n, k // block, block)
+    if qw.grid.bits != 4:
+        raise ValueError(f"no ONNX packing for {qw.grid.bits}-bit codes")
+    packed = unsigned[:, 0::2] | (unsigned[:, 1::2] << 4)
+    return packed.reshape(n, k // block, block // 2)
+
+
+def quantize_onnx(src_dir: Path, dst_dir: Path, weights: dict[str, QuantizedWeight], *,
+                  accuracy_level: int) -> dict:
+    """Read src_dir/model.onnx (+data), write the quantized graph to dst_dir. Returns stats."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(src_dir / MODEL_FILE), load_external_data=True)
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    by_hash = {qw.float_hash: qw for qw in weights.values()}
+    producers = {o: n for n in graph.node for o in n.output}
+    new_inits: list = []
+    added: set[str] = set()
+    replaced: dict[str, QuantizedWeight] = {}
+    nodes = []
+    head_name = None
+
+    def packed_inputs(qw: QuantizedWeight, base: str) -> tuple[str, str]:
+        if base not in added:
+            new_inits.append(numpy_helper.from_array(pack_codes(qw), f"{base}.q{qw.grid.bits}"))
+            new_inits.append(numpy_helper.from_array(qw.scales.astype(np.float32), f"{base}.scales"))
+            added.add(base)
+        return f"{base}.q{qw.grid.bits}", f"{base}.scales"
+
+    def weight_of(name: str, transposed: bool) -> QuantizedWeight | None:
+        if name not in inits or len(inits[name].dims) != 2:
+            return None
+        array = numpy_helper.to_array(inits[name])
+        return by_hash.get(weight_hash(array.T if transposed else array))
+
+    for node in graph.node:
+        if node.op_type == "MatMul":
+            b = node.input[1]
+            qw, source = weight_of(b, transposed=True), b
+            if qw is None and b in producers and producers[b].op_type == "Transpose":
+                source = producers[b].input[0]
+                qw = weight_of(source, transposed=False)
+            if qw is not None:
+                n, k = qw.codes.shape
+                q_name, s_name = packed_inputs(qw, source)
+                nodes.append(helper.make_node(
+                    "MatMulNBits", [node.input[0], q_name, s_name], list(node.output),
+                    name=f"{node.name}.nbits", domain="com.microsoft", K=k, N=n,
+                    bits=qw.grid.bits, block_size=qw.grid.block_size(k),
+                    accuracy_level=accuracy_level))
+                replaced[source] = qw
+                continue
+        if node.op_type == "Gather" and node.input[0] in inits:
+            qw = weight_of(node.input[0], transposed=False)
+            if qw is not None:
+                head_name = node.input[0]
+                nodes.extend(_quantized_gather(node, qw, packed_inputs(qw, node.input[0]), new_inits))
+                replaced[node.input[0]] = qw
+                continue
+        nodes.append(node)
+
+    missing = sorted(set(weights) - {qw.name for qw in replaced.values()})
+    if missing:
+        raise GemmaEdgeError(f"{len(missing)} weights of the source were not found in the ONNX "
+                             f"export (first: {missing[0]})",
+                             "re-export the model from the same source, then quantize")
+    del graph.node[:]
+    graph.node.extend(nodes)
+    _prune_dead_nodes(graph)  # the Transpose that fed the float LM head
+    used = {i for n in graph.node for i in n.input}
+    keep = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep + new_inits)
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(dst_dir / MODEL_FILE), save_as_external_data=True,
+              all_tensors_to_one_file=True, location=DATA_FILE, size_threshold=1024)
+    return {"matmulnbits": sum(n.op_type == "MatMulNBits" for n in graph.node),
+            "quantized_weights": len(replaced), "embedding": head_name is not None}
+
+
+def _quantized_gather(node, qw: QuantizedWeight, names: tuple[str, str], new_inits: list) -> list:
+    from onnx import helper, numpy_helper
+
+    q_name, s_name = names
+    n, k = qw.codes.shape
+    block = qw.grid.block_size(k)
+    out = node.output[0]
+    base = f"{node.name}.dq"
+    if qw.grid.bits == 4:
+        shape = numpy_helper.from_array(np.array([n, k // 2], np.int64), f"{base}.shape")
+        new_inits.append(shape)
+        return [
+            helper.make_node("Reshape", [q_name, shape.name], [f"{base}.flat"], name=f"{base}.reshape"),
+            helper.make_node("GatherBlockQuantized", [f"{base}.flat", node.input[1], s_name], [out],
+                             name=f"{base}.gbq", domain="com.microsoft", bits=4, block_size=block,
+                             gather_axis=0, quantize_axis=1),
+        ]
+    consts = {"zp": np.array(128, np.float32), "axis": np.array([-1], np.int64),
+              "hidden": np.array([0, 0, k], np.int64)}
+    for key, value in consts.items():
+        new_inits.append(numpy_helper.from_array(value, f"{base}.{key}"))
+    steps = [  # codes [1,S,K/b,b] -> float -> minus zero point -> times scale [1,S,K/b,1]
+        ("Gather", [q_name, node.input[1]], "codes", {}),
+        ("Cast", ["codes"], "f", {"to": 1}),
+        ("Sub", ["f", "zp"], "c", {}),
+        ("Gather", [s_name, node.input[1]], "s", {}),
+        ("Unsqueeze", ["s", "axis"], "s1", {}),
+        ("Mul", ["c", "s1"], "w", {}),
+        ("Reshape", ["w", "hidden"], out, {}),
+    ]
+    local = {"codes", "f", "zp", "c", "s", "axis", "s1", "w", "hidden"}
+    made = []
+    for i, (op, inputs, output, attrs) in enumerate(steps):
+        ins = [f"{base}.{x}" if x in local else x for x in inputs]
+        made.append(helper.make_node(op, ins, [output if output == out else f"{base}.{output}"],
+                                     name=f"{base}.{i}", **attrs))
+    return made
+
+
+def _prune_dead_nodes(graph) -> None:
+    outputs = {o.name for o in graph.output}
+    while True:
+        used = {i for n in graph.node for i in n.input} | outputs
+        dead = [n for n in graph.node if not any(o in used for o in n.output)]
+        if not dead:
+            return
+        for n in dead:
+            graph.node.remove(n)

@@ -1,0 +1,97 @@
+"""`gemma-edge quantize EXPORT_DIR --recipe NAME`: a float export in, a quantized one out.
+
+The export's manifest names its source; the source model is loaded (calibration runs on
+it), the recipe decides codes per weight in numpy/torch (weights.py), and the format's
+backend writes them. The result is a new artifact directory with its own manifest and the
+same runner interface, so `gemma-edge check` verifies it like any export.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gemma_edge.artifacts import atomic_output_dir, read_manifest, write_manifest
+from gemma_edge.errors import GemmaEdgeError
+
+log = logging.getLogger("gemma_edge")
+
+_COPIED = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
+           "special_tokens_map.json", "tokenizer.model")
+
+
+def quantize_export(export_dir: str | Path, out_dir: str | Path, recipe_name: str, *,
+                    calibration: str | None = None, ref=None, overwrite: bool = False,
+                    progress: bool = True) -> dict[str, Any]:
+    from gemma_edge.sources import load_source
+    from quantization.recipes import get_recipe
+    from quantization.weights import quantize_weights
+
+    export_dir, out_dir = Path(export_dir), Path(out_dir)
+    if not (export_dir / "manifest.json").is_file():
+        raise GemmaEdgeError(f"{export_dir} is not a gemma-edge export (no manifest.json)",
+                             "pass a directory written by `gemma-edge export`")
+    manifest = read_manifest(export_dir)
+    fmt = manifest.get("format")
+    if manifest.get("recipe", "fp32") != "fp32":
+        raise GemmaEdgeError(f"{export_dir} is already quantized ({manifest['recipe']})",
+                             "quantize the fp32 export instead")
+    if fmt not in ("onnx", "tflite"):
+        raise GemmaEdgeError(f"{export_dir} has format '{fmt}', which cannot be quantized",
+                             "pass an ONNX or TFLite export directory")
+    recipe = get_recipe(recipe_name, fmt)
+    if out_dir.exists() and not overwrite:
+        raise GemmaEdgeError(f"{out_dir} already exists", "pass --overwrite or choose another --out")
+    started = time.time()
+    inputs = manifest["inputs"]
+    if ref is None:
+        ref = load_source(inputs["source"], variant=inputs.get("variant"))
+    if inputs.get("source_sha256") not in (None, ref.sha256):
+        raise GemmaEdgeError(f"{export_dir} was exported from a different model than {ref.spec} "
+                             "now is (source hash changed)", "re-export, then quantize")
+    weights = quantize_weights(ref, recipe, fmt, calibration=calibration, progress=progress)
+    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
+        if fmt == "onnx":
+            from quantization.onnx_backend import quantize_onnx
+
+            level = 0 if recipe.activations["onnx"] == "float" else 4
+            stats = quantize_onnx(export_dir, tmp, weights, accuracy_level=level)
+            packages = ("onnx", "onnxruntime")
+        else:
+            from quantization.litert_backend import quantize_tflite
+
+            stats = quantize_tflite(export_dir, tmp, weights, recipe, ref=ref,
+                                    calibration=calibration)
+            packages = ("ai-edge-quantizer", "ai-edge-litert")
+        for name in _COPIED:
+            if (export_dir / name).is_file():
+                shutil.copy2(export_dir / name, tmp / name)
+        errors = [qw.output_error for qw in weights.values() if qw.output_error is not None]
+        result = write_manifest(
+            tmp, stage="quantize", started=started, packages=packages,
+            inputs={**inputs, "export": str(export_dir),
+                    "export_sha256": manifest["files"][manifest["model_file"]]["sha256"]},
+            extra={"format": fmt, "recipe": recipe.name, "model_file": manifest["model_file"],
+                   "graph": manifest.get("graph", {}), "notes": manifest.get("notes", []),
+                   "quantization": {
+                       "doc": recipe.doc, "activations": recipe.activations[fmt],
+                       "body": {"grid": _grid_label(weights, head=False), "method": recipe.body.method},
+                       "head": {"grid": _grid_label(weights, head=True), "method": recipe.head.method},
+                       "calibration": (calibration or "builtin:calibration") if recipe.calibrated else None,
+                       "mean_layer_output_error": float(np.mean(errors)) if errors else None,
+                       **stats}},
+        )
+    log.info("wrote %s (%.1f s)", out_dir, result["wall_seconds"])
+    return result
+
+
+def _grid_label(weights, *, head: bool) -> str | None:
+    from quantization.recipes import HEAD
+
+    labels = {qw.grid.label for name, qw in weights.items() if (name == HEAD) == head}
+    return ", ".join(sorted(labels)) or None

@@ -1,0 +1,108 @@
+"""Quantization recipes as data: which tensors get which integer grid, by which rounding.
+
+One predicate decides per weight (mlx-lm's `class_predicate` idea): the tied embedding /
+LM head (`lm_head`, 63 % of the 270M's weights, fed by 100x outlier channels) gets the
+`head` spec, every other Linear the `body` spec. Everything else (norms, rotary tables)
+stays float32.
+
+Why the choices (measured on the real 270M, see bench/quantize_matrix.py):
+- Weight-only int8 keeps activations float: ai-edge-quantizer's dynamic int8 (run-time
+  int8 activations) scored mean KLD 0.023, weight-only 0.005 (DESIGN 4a).
+- LiteRT runs blockwise int4 only with dynamic int8 activations (weight-only blockwise is
+  silently left unquantized by ai-edge-quantizer 0.10), and never channelwise int4
+  (output collapses on models this small). onnxruntime runs both as MatMulNBits with
+  int8 activations inside the kernel (accuracy level 4).
+- ONNX MatMulNBits needs a power-of-two block >= 16; K = 640 has no per-channel block, so
+  ONNX int8 uses block 128 (5 blocks per row, 3 % scale overhead).
+- int4 recipes keep the head at int8: the head is where 4-bit error lands in the logits
+  directly (int4-all-block32 puts it at 4 bits, for comparison).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gemma_edge.errors import GemmaEdgeError
+
+FORMATS = ("tflite", "onnx")
+HEAD = "lm_head"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    bits: int
+    blocks: dict[str, int]  # per format: inputs per block, 0 = per output channel
+    method: str = "rtn"  # "rtn" (round to nearest) or "gptq" (calibrated rounding)
+
+    def block(self, fmt: str) -> int:
+        return self.blocks[fmt]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    doc: str
+    body: TensorSpec
+    head: TensorSpec
+    # how the runtime treats activations, per format
+    activations: dict[str, str] = field(default_factory=lambda: {"tflite": "float", "onnx": "int8-in-kernel"})
+    refused: dict[str, str] = field(default_factory=dict)  # format -> why this recipe is not offered
+
+    def spec_for(self, name: str) -> TensorSpec:
+        """The predicate: the tied embedding / LM head is its own decision."""
+        return self.head if name == HEAD else self.body
+
+    @property
+    def calibrated(self) -> bool:
+        return "gptq" in (self.body.method, self.head.method) or self.activations.get("tflite") == "static-int8"
+
+    @property
+    def family(self) -> str:
+        """Gate family (runtime_check/gates/default.json): the body's bit width."""
+        return f"int{self.body.bits}"
+
+
+INT8_HEAD = TensorSpec(8, {"tflite": 0, "onnx": 128})
+INT8_HEAD_GPTQ = TensorSpec(8, {"tflite": 0, "onnx": 128}, "gptq")
+
+RECIPES: dict[str, Recipe] = {}
+
+
+def _add(recipe: Recipe) -> None:
+    RECIPES[recipe.name] = recipe
+
+
+_add(Recipe("int8", "int8 weights (LiteRT per channel, ONNX block 128), float activations, "
+            "round to nearest", TensorSpec(8, {"tflite": 0, "onnx": 128}), INT8_HEAD,
+            activations={"tflite": "float", "onnx": "float"}))
+_add(Recipe("int8-calibrated", "int8 weights with GPTQ rounding on calibration text, float "
+            "activations", TensorSpec(8, {"tflite": 0, "onnx": 128}, "gptq"), INT8_HEAD_GPTQ,
+            activations={"tflite": "float", "onnx": "float"}))
+_add(Recipe("int8-static", "int8 weights and int16 activations calibrated on text "
+            "(ai-edge-quantizer static_wi8_ai16 + calibrate())",
+            TensorSpec(8, {"tflite": 0, "onnx": 128}), INT8_HEAD,
+            activations={"tflite": "static-int16", "onnx": "static"},
+            refused={"onnx": "static QDQ int8 ran 5x slower and less faithful than weight-only "
+                             "in onnxruntime on this model (DESIGN 4); use --recipe int8"}))
+for _b in (32, 64, 128):
+    _add(Recipe(f"int4-block{_b}", f"int4 weights in blocks of {_b}, round to nearest; head int8",
+                TensorSpec(4, {"tflite": _b, "onnx": _b}), INT8_HEAD,
+                activations={"tflite": "dynamic-int8", "onnx": "int8-in-kernel"}))
+_add(Recipe("int4-all-block32", "int4 block 32 everywhere, the head too (the peers' choice), "
+            "round to nearest", TensorSpec(4, {"tflite": 32, "onnx": 32}),
+            TensorSpec(4, {"tflite": 32, "onnx": 32}),
+            activations={"tflite": "dynamic-int8", "onnx": "int8-in-kernel"},
+            refused={"tflite": "ai-edge-quantizer 0.10 has no blockwise int4 for EMBEDDING_LOOKUP, "
+                               "and the table is shared with the LM head; use int4-block32"}))
+_add(Recipe("int4-calibrated", "int4 block 32 with GPTQ rounding on calibration text; head "
+            "int8 with GPTQ rounding", TensorSpec(4, {"tflite": 32, "onnx": 32}, "gptq"),
+            INT8_HEAD_GPTQ, activations={"tflite": "dynamic-int8", "onnx": "int8-in-kernel"}))
+
+
+def get_recipe(name: str, fmt: str) -> Recipe:
+    if name not in RECIPES:
+        raise GemmaEdgeError(f"unknown recipe '{name}'", f"use one of: {', '.join(RECIPES)}")
+    recipe = RECIPES[name]
+    if fmt in recipe.refused:
+        raise GemmaEdgeError(f"recipe '{name}' is not offered for {fmt}: {recipe.refused[fmt]}")
+    return recipe

@@ -1,0 +1,76 @@
+"""Codes and scales for every quantized weight of a model, computed in PyTorch/numpy.
+
+This is the one place a recipe meets a model: the predicate picks a spec per Linear,
+RTN or GPTQ picks codes on the runtime's grid, and the backends (onnx_backend,
+litert_backend) only write what is decided here. Each weight is found again in an
+exported graph by the hash of its float bytes, which is exact and needs no names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from quantization.grid import Grid, dequantize, grid_for, quantize_rtn
+from quantization.recipes import Recipe
+
+log = logging.getLogger("gemma_edge")
+
+
+@dataclass
+class QuantizedWeight:
+    name: str  # torch parameter owner, e.g. model.layers.0.mlp.down_proj
+    grid: Grid
+    codes: np.ndarray  # int8 [N, K]
+    scales: np.ndarray  # float32 [N, K/block]
+    method: str
+    float_hash: str  # sha1 of the fp32 weight [N, K] as exported
+    output_error: float | None = None  # relative layer-output error on calibration text
+
+    def dequantized(self) -> np.ndarray:
+        return dequantize(self.codes, self.scales)
+
+
+def weight_hash(array: np.ndarray) -> str:
+    return hashlib.sha1(np.ascontiguousarray(array, dtype=np.float32).tobytes()).hexdigest()
+
+
+def linear_names(model) -> list[str]:
+    from torch import nn
+
+    return [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+
+
+def quantize_weights(ref, recipe: Recipe, fmt: str, *, calibration: str | None = None,
+                     calibration_tokens: int = 4096, progress: bool = True) -> dict[str, QuantizedWeight]:
+    """Every Linear of `ref.model` quantized as `recipe` says for `fmt`."""
+    from tqdm import tqdm
+
+    from quantization.calibration import DEFAULT_CALIBRATION, calibration_batches, collect_hessians
+    from quantization.gptq import gptq_quantize, output_error
+
+    model = ref.model
+    modules = dict(model.named_modules())
+    names = linear_names(model)
+    hessians = {}
+    if recipe.calibrated:
+        batches = calibration_batches(ref, calibration or DEFAULT_CALIBRATION,
+                                      tokens=calibration_tokens)
+        log.info("calibration: %d windows, %d tokens", len(batches), sum(map(len, batches)))
+        hessians = collect_hessians(model, batches, names)
+    out = {}
+    for name in tqdm(names, desc=f"quantize {recipe.name}", unit="tensor", disable=not progress,
+                     leave=False):
+        spec = recipe.spec_for(name)
+        weight = modules[name].weight.detach().float().numpy()
+        grid = grid_for(fmt, spec.bits, spec.block(fmt))
+        if spec.method == "gptq":
+            codes, scales = gptq_quantize(weight, hessians[name], grid)
+        else:
+            codes, scales = quantize_rtn(weight, grid)
+        err = output_error(weight, codes, scales, hessians[name]) if name in hessians else None
+        out[name] = QuantizedWeight(name, grid, codes, scales, spec.method, weight_hash(weight), err)
+    return out
