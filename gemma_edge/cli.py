@@ -138,6 +138,47 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_quantize(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from gemma_edge.artifacts import read_manifest
+    from gemma_edge.sources import load_source
+    from quantization.quantize import quantize_export
+    from quantization.recipes import get_recipe
+
+    export = Path(args.export_dir)
+    if not (export / "manifest.json").is_file():
+        raise GemmaEdgeError(f"{export} is not a gemma-edge export (no manifest.json)",
+                             "pass a directory written by `gemma-edge export`")
+    manifest = read_manifest(export)
+    fmt = manifest.get("format", "?")
+    names = [r.strip() for r in args.recipe.split(",") if r.strip()]
+    outs = {}
+    for name in names:  # every recipe is checked before the (slow) model load
+        get_recipe(name, fmt)
+        outs[name] = (Path(args.out) if args.out and len(names) == 1 else
+                      (Path(args.out) if args.out else export.parent) / f"{fmt}-{name}")
+        if outs[name].exists() and not args.overwrite:
+            raise GemmaEdgeError(f"{outs[name]} already exists", "pass --overwrite or choose another --out")
+    ref = load_source(manifest["inputs"]["source"], variant=manifest["inputs"].get("variant"))
+    results = {}
+    for name in names:
+        result = quantize_export(export, outs[name], name, calibration=args.calibration, ref=ref,
+                                 overwrite=args.overwrite, progress=not args.quiet)
+        size = sum(f["bytes"] for f in result["files"].values())
+        results[name] = {"dir": str(outs[name]), "bytes": size,
+                         "wall_seconds": result["wall_seconds"],
+                         "grids": {k: result["quantization"][k] for k in ("body", "head")}}
+        if not args.json:
+            q = result["quantization"]
+            print(f"{name}: {outs[name]}  {size / 2**20:.1f} MiB, {result['wall_seconds']:.1f} s "
+                  f"(body {q['body']['grid']} {q['body']['method']}, head {q['head']['grid']} "
+                  f"{q['head']['method']}, activations {q['activations']})")
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return EXIT_OK
+
+
 DEFAULT_EVAL_TEXT = "builtin:gemma_edge_field_notes+austen_pride_and_prejudice_ch1"
 
 
@@ -224,6 +265,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tflite: KV cache capacity in tokens (default 1024, or the "
                         "model's context if smaller)")
     p.add_argument("--variant", choices=("pt", "it"), help="override PT/IT detection")
+
+    from quantization.recipes import RECIPES  # data only: no torch
+
+    p = add("quantize", _cmd_quantize, "quantize a float export (int8, int4) into a new artifact")
+    p.add_argument("export_dir", metavar="EXPORT_DIR", help="an fp32 export directory")
+    p.add_argument("--recipe", required=True,
+                   help="comma-separated recipe names: " + ", ".join(RECIPES))
+    p.add_argument("--calibration", default=None,
+                   help="calibration text for calibrated recipes: a UTF-8 file or "
+                        "builtin:<name>[+<name>...] (default: shipped text that never "
+                        "overlaps the evaluation text)")
+    p.add_argument("--out", default=None,
+                   help="output directory (default: next to the export, <format>-<recipe>)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
     p = add("check", _cmd_check, "verify an artifact against the PyTorch reference; "
                                  "exit 3 if a gate fails")

@@ -37,11 +37,11 @@ GEMMA_CHAT_TEMPLATE = (
 # Tiny configs: small enough for sub-second tests, shaped like the real thing
 # (GQA, several layers, a sliding window of a few tokens so tests cross it).
 _TINY_COMMON = {
-    "hidden_size": 64,
-    "intermediate_size": 128,
+    "hidden_size": 128,  # every Linear's K divisible by 128, the largest quantization block
+    "intermediate_size": 256,
     "num_attention_heads": 4,
     "num_key_value_heads": 2,
-    "head_dim": 16,
+    "head_dim": 32,
     "max_position_embeddings": 512,
     "initializer_range": 0.1,
     "tie_word_embeddings": True,
@@ -106,7 +106,7 @@ FAMILIES: Mapping[str, Family] = MappingProxyType(
                     **_TINY_COMMON,
                     "num_hidden_layers": 4,
                     "sliding_window": 6,
-                    "query_pre_attn_scalar": 16,
+                    "query_pre_attn_scalar": 32,
                     "attn_logit_softcapping": 50.0,
                     "final_logit_softcapping": 30.0,
                 },
@@ -133,7 +133,7 @@ FAMILIES: Mapping[str, Family] = MappingProxyType(
                     "num_hidden_layers": 4,
                     "num_key_value_heads": 1,
                     "sliding_window": 6,
-                    "query_pre_attn_scalar": 16,
+                    "query_pre_attn_scalar": 32,
                     "layer_types": [
                         "sliding_attention",
                         "sliding_attention",

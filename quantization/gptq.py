@@ -19,58 +19,105 @@ from __future__ import annotations
 
 import numpy as np
 
-from quantization.grid import Grid, block_scales, expand
+from quantization.grid import Grid, block_scales, expand, round_scale
 
 
 def gptq_quantize(weight: np.ndarray, hessian: np.ndarray, grid: Grid, *,
-                  damp: float = 0.01, lazy_block: int = 128) -> tuple[np.ndarray, np.ndarray]:
+                  damp: float = 0.01, lazy_block: int = 128,
+                  row_chunk: int = 4096, act_order: bool = True,
+                  clip_search: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Codes [N, K] (int8) and scales [N, K/block] minimising ||(W - Ŵ) X||² for H = XᵀX."""
-    import torch
-
     w0 = np.asarray(weight, dtype=np.float32)
     n, k = w0.shape
-    scales = block_scales(w0, grid)
-    step = torch.from_numpy(expand(scales, k))
-    b = grid.block_size(k)
-    blocks = np.abs(w0).reshape(n, k // b, b)
-    pinned = np.zeros((n, k), dtype=bool)
-    arg = blocks.argmax(axis=2) + np.arange(k // b)[None, :] * b
-    pinned[np.arange(n)[:, None], arg] = True
-    pin_code = torch.from_numpy(np.sign(w0) * grid.qmax)
-    pinned_t = torch.from_numpy(pinned)
-
-    w = torch.from_numpy(w0.copy())
-    h = torch.from_numpy(np.asarray(hessian, dtype=np.float64)).clone()
-    dead = torch.diag(h) == 0
+    h = np.array(hessian, dtype=np.float64)
+    dead = np.diag(h) == 0
     h[dead, dead] = 1.0
-    w[:, dead] = 0.0
-    h += torch.eye(k, dtype=h.dtype) * damp * torch.mean(torch.diag(h))
-    hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
-    hinv = hinv.to(torch.float32)
+    if clip_search is None:  # measured: helps 4-bit blocks, hurts 8-bit (too coarse a search)
+        clip_search = grid.bits <= 4
+    scales = searched_scales(w0, np.diag(h), grid) if clip_search else block_scales(w0, grid)
+    b = grid.block_size(k)
+    # act order: the columns with the largest input energy are rounded first, while the
+    # most columns remain to absorb their error. Scales and pins stay per original column.
+    perm = np.argsort(-np.diag(h), kind="stable") if act_order else np.arange(k)
+    inverse = np.argsort(perm)
+    # Column-major working layout: column i of W is row i here, contiguous.
+    step_t = np.ascontiguousarray(expand(scales, k).T[perm])
+    arg = np.abs(w0).reshape(n, k // b, b).argmax(axis=2) + np.arange(k // b)[None, :] * b
+    pinned = np.zeros((k, n), dtype=bool)
+    pinned[arg, np.arange(n)[:, None]] = True
+    pinned_t = np.ascontiguousarray(pinned[perm])
+    pin_t = np.ascontiguousarray((np.sign(w0) * grid.qmax).T.astype(np.float32)[perm])
 
-    codes = torch.zeros((n, k), dtype=torch.float32)
-    for i1 in range(0, k, lazy_block):
-        i2 = min(i1 + lazy_block, k)
-        w1 = w[:, i1:i2].clone()
-        err1 = torch.zeros_like(w1)
-        h1 = hinv[i1:i2, i1:i2]
-        for i in range(i2 - i1):
-            col = i1 + i
-            s = step[:, col]
-            q = torch.clamp(torch.round(w1[:, i] / s), -grid.qmax, grid.qmax)
-            q = torch.where(pinned_t[:, col], pin_code[:, col], q)
-            codes[:, col] = q
-            err = (w1[:, i] - q * s) / h1[i, i]
-            w1[:, i:] -= err[:, None] * h1[i, i:][None, :]
-            err1[:, i] = err
-        w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
-    return codes.numpy().astype(np.int8), scales
+    h = h[perm][:, perm]
+    h += np.eye(k) * damp * np.mean(np.diag(h))
+    hinv = _upper_cholesky_of_inverse(h).astype(np.float32)
+    dead = dead[perm]
+
+    codes_t = np.zeros((k, n), dtype=np.float32)
+    # Rows of W are independent given H: chunks keep the working set in cache.
+    for r1 in range(0, n, row_chunk):
+        r2 = min(r1 + row_chunk, n)
+        w = np.ascontiguousarray(w0[r1:r2].T[perm])
+        w[dead] = 0.0
+        step, pinned, pin = step_t[:, r1:r2], pinned_t[:, r1:r2], pin_t[:, r1:r2]
+        for i1 in range(0, k, lazy_block):
+            i2 = min(i1 + lazy_block, k)
+            w1 = w[i1:i2].copy()
+            err1 = np.zeros_like(w1)
+            h1 = hinv[i1:i2, i1:i2]
+            for i in range(i2 - i1):
+                col = i1 + i
+                q = np.clip(np.rint(w1[i] / step[col]), -grid.qmax, grid.qmax)
+                q = np.where(pinned[col], pin[col], q)
+                codes_t[col, r1:r2] = q
+                err = (w1[i] - q * step[col]) / h1[i, i]
+                w1[i + 1:] -= h1[i, i + 1:, None] * err[None, :]
+                err1[i] = err
+            w[i2:] -= hinv[i1:i2, i2:].T @ err1
+    return codes_t[inverse].T.astype(np.int8), scales
+
+
+def searched_scales(weight: np.ndarray, energy: np.ndarray, grid: Grid,
+                    shrink: tuple[float, ...] = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75)) -> np.ndarray:
+    """Per-block scales, each the shrink of absmax/qmax with the least input-weighted error.
+
+    Clipping a block's extreme values buys resolution for all the others; `energy`
+    (diag H: each input channel's mean square) weights the error the way the layer's
+    output sees it. The block maximum still maps to ±qmax, so the grid stays reproducible.
+    """
+    n, k = weight.shape
+    b = grid.block_size(k)
+    w = weight.reshape(n, k // b, b)
+    d = np.asarray(energy, np.float64).reshape(1, k // b, b)
+    absmax = np.abs(w).max(axis=2)
+    best, best_err = None, None
+    for c in shrink:
+        s = round_scale(absmax * c / grid.qmax, grid)
+        q = np.clip(np.rint(w / s[..., None]), -grid.qmax, grid.qmax)
+        err = (((w - q * s[..., None]) ** 2) * d).sum(axis=2)
+        if best is None:
+            best, best_err = s, err
+        else:
+            better = err < best_err
+            best = np.where(better, s, best)
+            best_err = np.where(better, err, best_err)
+    return best.astype(np.float32)
+
+
+def _upper_cholesky_of_inverse(h: np.ndarray) -> np.ndarray:
+    """U with H⁻¹ = UᵀU (the GPTQ paper's Cholesky form of the inverse Hessian)."""
+    hinv = np.linalg.inv(h)
+    return np.linalg.cholesky(hinv).T
 
 
 def output_error(weight: np.ndarray, codes: np.ndarray, scales: np.ndarray,
-                 hessian: np.ndarray) -> float:
+                 hessian: np.ndarray, chunk: int = 16384) -> float:
     """tr(ΔW H ΔWᵀ) / tr(W H Wᵀ): the layer's relative output error on the calibration inputs."""
-    delta = np.asarray(weight, np.float64) - codes.astype(np.float64) * expand(scales, codes.shape[1])
-    w = np.asarray(weight, np.float64)
-    return float(np.einsum("nk,kj,nj->", delta, hessian, delta)
-                 / np.einsum("nk,kj,nj->", w, hessian, w))
+    h = np.asarray(hessian, np.float64)
+    num = den = 0.0
+    for r in range(0, weight.shape[0], chunk):
+        w = np.asarray(weight[r:r + chunk], np.float64)
+        delta = w - codes[r:r + chunk].astype(np.float64) * expand(scales[r:r + chunk], w.shape[1])
+        num += float(np.sum((delta @ h) * delta))
+        den += float(np.sum((w @ h) * w))
+    return num / den

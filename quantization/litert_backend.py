@@ -19,6 +19,7 @@ Afterwards the result is checked: every weight we decided must now be an integer
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import mmap
 from pathlib import Path
@@ -27,7 +28,7 @@ import numpy as np
 
 from gemma_edge.errors import GemmaEdgeError
 from quantization.recipes import HEAD, Recipe
-from quantization.weights import QuantizedWeight, weight_hash
+from quantization.weights import QuantizedWeight
 
 log = logging.getLogger("gemma_edge")
 
@@ -70,23 +71,60 @@ def weight_tensors(data, *, types=(_FLOAT32,)) -> dict[int, tuple[int, int, tupl
     return found
 
 
+def match_weights(data, weights: dict[str, QuantizedWeight]) -> dict[int, tuple[QuantizedWeight, float]]:
+    """buffer index -> (decided weight, factor) for every float weight tensor of the model:
+    exact bytes first, else a scaled copy (converters fold constants into weights)."""
+    by_hash = {qw.float_hash: qw for qw in weights.values()}
+    found = {}
+    for index, (offset, length, shape) in weight_tensors(data).items():
+        qw = by_hash.get(hashlib.sha1(data[offset:offset + length]).hexdigest())
+        if qw is not None and qw.codes.shape == shape:
+            found[index] = (qw, 1.0)
+            continue
+        array = np.frombuffer(data[offset:offset + length], dtype=np.float32).reshape(shape)
+        for candidate in weights.values():
+            factor = candidate.scale_of(array)
+            if factor is not None:
+                found[index] = (candidate, factor)
+                break
+    return found
+
+
 def snap_weights(path: Path, weights: dict[str, QuantizedWeight]) -> int:
     """Overwrite, in place, each float weight of `path` by its dequantized grid values."""
-    by_hash = {qw.float_hash: qw for qw in weights.values()}
-    snapped = 0
     with open(path, "r+b") as f, mmap.mmap(f.fileno(), 0) as data:
-        for offset, length, shape in weight_tensors(data).values():
-            if length < 64:
-                continue
-            array = np.frombuffer(data, dtype=np.float32, count=length // 4, offset=offset)
-            qw = by_hash.get(weight_hash(array))
-            if qw is not None and qw.codes.shape == shape:
-                data[offset:offset + length] = qw.dequantized().tobytes()
-                snapped += 1
-    return snapped
+        spans = weight_tensors(data)
+        matched = match_weights(data, weights)
+        for index, (qw, factor) in matched.items():
+            offset, length, _shape = spans[index]
+            data[offset:offset + length] = (qw.dequantized() * np.float32(factor)).astype(
+                np.float32).tobytes()
+    return len(matched)
 
 
-def _aeq_recipe(recipe: Recipe, weights: dict[str, QuantizedWeight]):
+def head_outputs(data, head: QuantizedWeight, matched: dict) -> list[str]:
+    """Names of the outputs of every FULLY_CONNECTED that multiplies by the LM head weight
+    (or a scaled copy of it: Gemma 2's final soft-cap folds 1/30 into it)."""
+    schema = _schema()
+    model = schema.Model.GetRootAs(data, 0)
+    heads = {b for b, (qw, _f) in matched.items() if qw is head}
+    fc = {i for i in range(model.OperatorCodesLength())
+          if max(model.OperatorCodes(i).BuiltinCode(),
+                 model.OperatorCodes(i).DeprecatedBuiltinCode()) == schema.BuiltinOperator.FULLY_CONNECTED}
+    names = []
+    for s in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(s)
+        for o in range(graph.OperatorsLength()):
+            op = graph.Operators(o)
+            if op.OpcodeIndex() in fc and op.InputsLength() > 1 and op.Inputs(1) >= 0 \
+                    and graph.Tensors(op.Inputs(1)).Buffer() in heads:
+                names.append(graph.Tensors(op.Outputs(0)).Name().decode())
+    return names
+
+
+def _aeq_recipe(recipe: Recipe, weights: dict[str, QuantizedWeight], head_names: list[str]):
+    import re
+
     from ai_edge_quantizer import qtyping, recipe_manager
 
     op = qtyping.TFLOperationName
@@ -108,7 +146,10 @@ def _aeq_recipe(recipe: Recipe, weights: dict[str, QuantizedWeight]):
 
     add(".*", op.FULLY_CONNECTED, body, activations == "dynamic-int8")
     head_dynamic = activations == "dynamic-int8" and head.grid.block != 0
-    add(".*logits_output", op.FULLY_CONNECTED, head, head_dynamic)
+    if head_names:  # later, narrower configs win
+        # ai-edge-quantizer's scope is the op's output names joined by ';'
+        add("(?:^|;)(?:" + "|".join(re.escape(n) for n in head_names) + ")(?:;|$)",
+            op.FULLY_CONNECTED, head, head_dynamic)
     add(".*", op.EMBEDDING_LOOKUP, head, False)
     return manager.get_quantization_recipe()
 
@@ -127,10 +168,12 @@ def quantize_tflite(src_dir: Path, dst_dir: Path, weights: dict[str, QuantizedWe
         import shutil
 
         shutil.copyfile(src_dir / MODEL_FILE, staging)
+        with open(staging, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            names = head_outputs(data, weights[HEAD], match_weights(data, weights))
         if any(qw.method != "rtn" for qw in weights.values()):
             snapped = snap_weights(staging, weights)
             log.info("snapped %d float weights onto the calibrated grid", snapped)
-        qt = quantizer.Quantizer(str(staging), _aeq_recipe(recipe, weights))
+        qt = quantizer.Quantizer(str(staging), _aeq_recipe(recipe, weights, names))
         result = qt.quantize()
         result.export_model(str(dst_dir / MODEL_FILE), overwrite=True)
     finally:

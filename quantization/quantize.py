@@ -26,8 +26,8 @@ _COPIED = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
 
 
 def quantize_export(export_dir: str | Path, out_dir: str | Path, recipe_name: str, *,
-                    calibration: str | None = None, ref=None, overwrite: bool = False,
-                    progress: bool = True) -> dict[str, Any]:
+                    calibration: str | None = None, calibration_tokens: int = 4096, ref=None,
+                    overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
     from gemma_edge.sources import load_source
     from quantization.recipes import get_recipe
     from quantization.weights import quantize_weights
@@ -54,7 +54,8 @@ def quantize_export(export_dir: str | Path, out_dir: str | Path, recipe_name: st
     if inputs.get("source_sha256") not in (None, ref.sha256):
         raise GemmaEdgeError(f"{export_dir} was exported from a different model than {ref.spec} "
                              "now is (source hash changed)", "re-export, then quantize")
-    weights = quantize_weights(ref, recipe, fmt, calibration=calibration, progress=progress)
+    weights = quantize_weights(ref, recipe, fmt, calibration=calibration,
+                               calibration_tokens=calibration_tokens, progress=progress)
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
         if fmt == "onnx":
             from quantization.onnx_backend import quantize_onnx

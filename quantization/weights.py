@@ -29,9 +29,26 @@ class QuantizedWeight:
     method: str
     float_hash: str  # sha1 of the fp32 weight [N, K] as exported
     output_error: float | None = None  # relative layer-output error on calibration text
+    probe: np.ndarray | None = None  # a strided sample of the float weight (see scale_of)
 
     def dequantized(self) -> np.ndarray:
         return dequantize(self.codes, self.scales)
+
+    def scale_of(self, array: np.ndarray) -> float | None:
+        """c if `array` is c x this float weight (a converter folded a constant into it,
+        e.g. Gemma 2's final soft-cap divides the LM head by 30), else None."""
+        if self.probe is None or array.shape != self.codes.shape:
+            return None
+        sample = np.asarray(array, np.float64).ravel()[:: _PROBE_STRIDE(array.size)]
+        p = self.probe.astype(np.float64)
+        c = float(sample @ p / max(p @ p, 1e-30))
+        if c == 0 or np.abs(sample - c * p).max() > 1e-5 * np.abs(sample).max():
+            return None
+        return c
+
+
+def _PROBE_STRIDE(size: int) -> int:  # noqa: N802
+    return max(1, size // 4096)
 
 
 def weight_hash(array: np.ndarray) -> str:
@@ -72,5 +89,6 @@ def quantize_weights(ref, recipe: Recipe, fmt: str, *, calibration: str | None =
         else:
             codes, scales = quantize_rtn(weight, grid)
         err = output_error(weight, codes, scales, hessians[name]) if name in hessians else None
-        out[name] = QuantizedWeight(name, grid, codes, scales, spec.method, weight_hash(weight), err)
+        out[name] = QuantizedWeight(name, grid, codes, scales, spec.method, weight_hash(weight), err,
+                                    weight.ravel()[:: _PROBE_STRIDE(weight.size)].copy())
     return out

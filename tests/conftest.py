@@ -26,6 +26,30 @@ def tiny():
     return get
 
 
+TINY_TFLITE = {"prefill_lengths": (8, 16), "cache_length": 96}
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory, tiny):
+    """tiny_export(fmt, family) -> (dir, manifest): each tiny fp32 export made once per session."""
+    cache: dict = {}
+
+    def get(fmt: str, name: str):
+        if (fmt, name) not in cache:
+            out = tmp_path_factory.mktemp(f"{fmt}-{name}") / fmt
+            if fmt == "onnx":
+                from exporter.onnx_export import export_onnx
+
+                cache[fmt, name] = (out, export_onnx(tiny(name), out))
+            else:
+                from exporter.tflite_export import export_tflite
+
+                cache[fmt, name] = (out, export_tflite(tiny(name), out, **TINY_TFLITE))
+        return cache[fmt, name]
+
+    return get
+
+
 @pytest.fixture(scope="session")
 def real_ref():
     """The real Gemma 3 270M (converted once into the user cache, then loaded from it)."""

@@ -27,7 +27,7 @@ def _damage_onnx(src, dst):
     """Copy an ONNX export and reverse the input rows of one MLP down-projection: a
     plausible layout bug. (Scaling would not do: Gemma 2's post-feed-forward RMSNorm
     cancels any scale. The exporter folds transposes, so initializers lose their module
-    names; the down-projection is the [intermediate, hidden] = [128, 64] matrix.)"""
+    names; the down-projection is the [intermediate, hidden] = [256, 128] matrix.)"""
     import shutil
 
     import onnx
@@ -35,7 +35,7 @@ def _damage_onnx(src, dst):
 
     shutil.copytree(src, dst)
     model = onnx.load(str(dst / "model.onnx"))
-    down = [i for i in model.graph.initializer if list(i.dims) == [128, 64]]
+    down = [i for i in model.graph.initializer if list(i.dims) == [256, 128]]
     assert len(down) == 4, "one down-projection per layer of tiny gemma2"
     target = down[1]
     reversed_rows = numpy_helper.to_array(target)[::-1].copy()

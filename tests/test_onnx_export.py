@@ -10,19 +10,9 @@ from tests.runner_checks import assert_greedy_matches, assert_teacher_forced_par
 TEXT = "The quick brown fox jumps over the lazy dog, again and again."
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory, tiny):
-    from exporter.onnx_export import export_onnx
-
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            out = tmp_path_factory.mktemp(f"onnx-{name}") / "onnx"
-            cache[name] = (out, export_onnx(tiny(name), out))
-        return cache[name]
-
-    return get
+@pytest.fixture
+def exported(tiny_export):
+    return lambda name: tiny_export("onnx", name)
 
 
 @pytest.mark.parametrize("name", FAMILY_NAMES)
@@ -64,8 +54,8 @@ def test_onnx_export_dir_and_manifest(tiny, exported):
     graph = on_disk["graph"]
     assert graph["inputs"]["input_ids"] == [1, "sequence_length"]
     assert graph["inputs"]["attention_mask"] == [1, "total_sequence_length"]
-    assert graph["inputs"]["past_key_values.3.value"] == [1, 2, "past_sequence_length", 16]
-    assert graph["outputs"]["present.0.key"] == [1, 2, "total_sequence_length", 16]
+    assert graph["inputs"]["past_key_values.3.value"] == [1, 2, "past_sequence_length", 32]
+    assert graph["outputs"]["present.0.key"] == [1, 2, "total_sequence_length", 32]
     assert graph["outputs"]["logits"] == [1, "sequence_length", 262]
     assert set(on_disk["files"]) >= {"model.onnx", "model.onnx.data"}
     assert on_disk["peak_rss_bytes"] > 0 and on_disk["wall_seconds"] > 0

@@ -5,28 +5,17 @@ import pytest
 from gemma_edge.cli import main
 from gemma_edge.errors import GemmaEdgeError
 from runtime_check.litert_runner import LiteRTRunner
-from tests.conftest import FAMILY_NAMES
+from tests.conftest import FAMILY_NAMES, TINY_TFLITE
 from tests.runner_checks import assert_greedy_matches, assert_teacher_forced_parity
 
 TEXT = "The quick brown fox jumps over the lazy dog, again and again."
-PREFILL = (8, 16)
-CACHE = 96
+PREFILL = TINY_TFLITE["prefill_lengths"]
+CACHE = TINY_TFLITE["cache_length"]
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory, tiny):
-    from exporter.tflite_export import export_tflite
-
-    cache = {}
-
-    def get(name):
-        if name not in cache:
-            out = tmp_path_factory.mktemp(f"tflite-{name}") / "tflite"
-            cache[name] = (out, export_tflite(tiny(name), out, prefill_lengths=PREFILL,
-                                              cache_length=CACHE))
-        return cache[name]
-
-    return get
+@pytest.fixture
+def exported(tiny_export):
+    return lambda name: tiny_export("tflite", name)
 
 
 @pytest.mark.parametrize("name", FAMILY_NAMES)
@@ -57,7 +46,7 @@ def test_tflite_signatures_and_manifest(tiny, exported):
     assert set(sigs) == {"decode", "prefill_8", "prefill_16"}
     assert sigs["prefill_16"]["inputs"]["tokens"] == [1, 16]
     assert sigs["prefill_16"]["inputs"]["mask"] == [1, 1, 16, CACHE]
-    assert sigs["decode"]["inputs"]["kv_cache_k_3"] == [1, 1, CACHE, 16]
+    assert sigs["decode"]["inputs"]["kv_cache_k_3"] == [1, 1, CACHE, 32]
     assert sigs["decode"]["outputs"]["logits"] == [1, 1, 262]
     assert {"model.tflite", "tokenizer.json"} <= set(on_disk["files"])
 

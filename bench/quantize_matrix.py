@@ -1,0 +1,152 @@
+"""Every recipe x format on one model, plus onnxruntime-genai's builder int4, in one run.
+
+For each artifact: model file size, mean KL divergence / top-1 agreement / PPL ratio
+against the fp32 torch reference over held-out text (>= 512 tokens, never calibration
+text), and decode tokens/s (2 threads, warm-up + median of N). Ours run in their
+runtime through our runners (onnxruntime, LiteRT interpreter); the builder's int4 runs
+in onnxruntime-genai (teacher-forced one token at a time for parity).
+
+usage: python bench/quantize_matrix.py --build build [--formats onnx,tflite]
+       [--recipes int8,int8-calibrated,int4-block32,int4-calibrated] [--no-peer] [--redo]
+Needs fp32 exports in BUILD/onnx and BUILD/tflite (gemma-edge export ... --out BUILD).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from measure import run_measured  # bench/ is on sys.path when run as a script
+
+HERE = Path(__file__).resolve().parent
+THREADS = 2
+EVAL = ("gemma_edge_field_notes", "austen_pride_and_prejudice_ch1")
+
+
+def model_bytes(d: Path) -> int:
+    return sum(p.stat().st_size for p in d.iterdir() if p.name.startswith("model."))
+
+
+def decode_tps(runner, ids: list[int], steps: int, reps: int) -> float:
+    from runtime_check.latency import median_p90
+
+    rates = []
+    for rep in range(reps + 1):
+        runner.reset()
+        last = getattr(runner, "prefill_last", None)
+        logits = last(ids) if last else runner.prefill(ids)[-1]
+        token = int(np.argmax(logits))
+        start = time.perf_counter()
+        for _ in range(steps):
+            token = int(np.argmax(runner.decode(token)))
+        if rep:
+            rates.append(steps / (time.perf_counter() - start))
+    return median_p90(rates)["median"]
+
+
+def evaluate(runner, base: np.ndarray, ids: list[int], split: int, reps: int) -> dict:
+    from runtime_check.parity import parity_metrics
+    from runtime_check.runner import teacher_forced_logits
+
+    got = teacher_forced_logits(runner, ids, split)
+    m = parity_metrics(base, got, ids)
+    return {"kld_mean": m["kld_mean"], "kld_p99": m["kld_p99"], "top1": m["top1_agreement"],
+            "ppl_ratio": m["ppl_ratio"], "decode_tps": decode_tps(runner, ids[:32], 32, reps)}
+
+
+def quantize(build: Path, fmt: str, recipe: str, redo: bool) -> dict:
+    out = build / f"{fmt}-{recipe}"
+    if out.exists() and not redo:
+        return {"quantize_s": None, "quantize_peak_gib": None}
+    cmd = [sys.executable, "-m", "gemma_edge.cli", "quantize", str(build / fmt), "--recipe",
+           recipe, "--out", str(out), "--overwrite", "-q"]
+    wall, peak = run_measured(cmd, cwd=str(HERE.parent), log_path=str(build / f".{fmt}-{recipe}.log"))
+    return {"quantize_s": wall, "quantize_peak_gib": peak}
+
+
+def build_peer(checkpoint: Path, out: Path) -> dict:
+    if not (out / "model.onnx").exists():
+        wall, peak = run_measured(
+            [sys.executable, str(HERE / "genai_builder_gemma3.py"), "-i", str(checkpoint), "-o",
+             str(out), "-p", "int4", "-e", "cpu"],
+            cwd=tempfile.gettempdir(),  # not the repo: see genai_builder_gemma3.py
+            log_path=str(out.parent / ".genai-builder-int4.log"))
+        return {"quantize_s": wall, "quantize_peak_gib": peak}
+    return {"quantize_s": None, "quantize_peak_gib": None}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--build", required=True)
+    parser.add_argument("--source", default="builtin:gemma3-270m")
+    parser.add_argument("--formats", default="onnx,tflite")
+    parser.add_argument("--recipes", default="int8,int8-calibrated,int4-block32,int4-calibrated")
+    parser.add_argument("--tokens", type=int, default=512)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--no-peer", action="store_true", help="skip the genai builder int4")
+    parser.add_argument("--redo", action="store_true", help="re-quantize existing outputs")
+    parser.add_argument("--json", default=None, help="also write the rows here")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+
+    from gemma_edge.sources import load_source
+    from gemma_edge.texts import load_text
+    from quantization.recipes import RECIPES
+    from runtime_check.open_runner import open_runner
+    from runtime_check.runner import teacher_forced_logits
+    from runtime_check.torch_runner import TorchRunner
+
+    build = Path(args.build)
+    ref = load_source(args.source)
+    ids = ref.encode(" ".join(load_text(f"builtin:{n}") for n in EVAL))[: args.tokens]
+    split = 128
+    base = teacher_forced_logits(TorchRunner(ref.model, threads=THREADS), ids, split)
+    checkpoint = ref.checkpoint_dir
+    del ref
+
+    rows = []
+    for fmt in args.formats.split(","):
+        for recipe in args.recipes.split(","):
+            if fmt in RECIPES[recipe].refused:
+                continue
+            cost = quantize(build, fmt, recipe, args.redo)
+            runner = open_runner(build / f"{fmt}-{recipe}", threads=THREADS)
+            row = {"artifact": f"ours {fmt} {recipe}", "runtime": runner.name,
+                   "mib": model_bytes(build / f"{fmt}-{recipe}") / 2**20, **cost,
+                   **evaluate(runner, base, ids, split, args.reps)}
+            runner.close()
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    if not args.no_peer:
+        from runtime_check.genai_runner import GenaiRunner
+
+        peer_dir = build / "peer-genai-builder-int4"
+        cost = build_peer(checkpoint, peer_dir)
+        runner = GenaiRunner(peer_dir, threads=THREADS)
+        row = {"artifact": "onnxruntime-genai builder int4 (acc. level 4)", "runtime": runner.name,
+               "mib": model_bytes(peer_dir) / 2**20, **cost,
+               **evaluate(runner, base, ids, split, args.reps)}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    print(f"\n{len(ids)} held-out tokens ({' + '.join(EVAL)}), {THREADS} threads, "
+          f"decode median of {args.reps} x 32 tokens\n")
+    print("| artifact | runtime | MiB | mean KLD | p99 KLD | top-1 % | PPL ratio | decode tok/s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['artifact']} | {r['runtime']} | {r['mib']:.1f} | {r['kld_mean']:.4f} | "
+              f"{r['kld_p99']:.3f} | {100 * r['top1']:.1f} | {r['ppl_ratio']:.3f} | "
+              f"{r['decode_tps']:.1f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""Every recipe on every tiny family in both formats: quantize, run in the runtime, compare.
+
+Bounds are per recipe, measured on these tiny random models (their KLD is far higher
+than a trained model's: random weights have no redundancy), with about 2x headroom.
+Float-activation recipes must equal the fake-quantized torch model: that is the proof
+that the runtime executes exactly the grid we chose (codes and scales), not its own.
+"""
+
+import copy
+import json
+
+import numpy as np
+import pytest
+
+from gemma_edge.cli import main
+from quantization.recipes import RECIPES
+from runtime_check.open_runner import open_runner
+from runtime_check.parity import parity_metrics
+from runtime_check.runner import teacher_forced_logits
+from runtime_check.torch_runner import TorchRunner
+from tests.conftest import FAMILY_NAMES
+
+TEXT = "The quick brown fox jumps over the lazy dog, again and again, by the river bank."
+# measured max over the three tiny families (onnx, tflite), then ~2x
+KLD_BOUND = {"int8": 0.01, "int8-calibrated": 0.01, "int4-block32": 0.6, "int4-block64": 0.6,
+             "int4-block128": 0.8, "int4-all-block32": 0.6, "int4-calibrated": 0.6}
+OFFERED = [(fmt, r) for r in RECIPES for fmt in ("onnx", "tflite") if fmt not in RECIPES[r].refused]
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory, tiny, tiny_export):
+    from quantization.quantize import quantize_export
+
+    cache = {}
+
+    def get(fmt, name, recipe):
+        if (fmt, name, recipe) not in cache:
+            src, _ = tiny_export(fmt, name)
+            out = tmp_path_factory.mktemp("q") / f"{fmt}-{recipe}"
+            manifest = quantize_export(src, out, recipe, ref=tiny(name), progress=False,
+                                       calibration_tokens=1024)
+            cache[fmt, name, recipe] = (out, manifest)
+        return cache[fmt, name, recipe]
+
+    return get
+
+
+def _fake_quantized(ref, recipe, fmt):
+    import torch
+
+    from quantization.weights import quantize_weights
+
+    model = copy.deepcopy(ref.model)
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        for name, qw in quantize_weights(ref, RECIPES[recipe], fmt, progress=False,
+                                         calibration_tokens=1024).items():
+            modules[name].weight.copy_(torch.from_numpy(qw.dequantized()))
+    return model
+
+
+@pytest.mark.parametrize("name", FAMILY_NAMES)
+@pytest.mark.parametrize("fmt,recipe", [p for p in OFFERED if p[1] != "int8-static"])
+def test_recipe_runs_within_its_bound(tiny, quantized, name, fmt, recipe):
+    ref = tiny(name)
+    out, manifest = quantized(fmt, name, recipe)
+    assert manifest["recipe"] == recipe and manifest["format"] == fmt
+    assert manifest["quantization"]["body"]["grid"].startswith(f"int{RECIPES[recipe].body.bits}")
+    ids = ref.encode(TEXT)
+    base = teacher_forced_logits(TorchRunner(ref.model), ids, 8)
+    runner = open_runner(out)
+    got = teacher_forced_logits(runner, ids, 8)
+    runner.close()
+    kld = parity_metrics(base, got, ids)["kld_mean"]
+    assert 0 < kld < KLD_BOUND[recipe]
+
+
+@pytest.mark.parametrize("name", FAMILY_NAMES)
+@pytest.mark.parametrize("fmt,recipe", [("onnx", "int8"), ("onnx", "int8-calibrated"),
+                                        ("tflite", "int8"), ("tflite", "int8-calibrated")])
+def test_runtime_executes_exactly_our_grid(tiny, quantized, name, fmt, recipe):
+    """Float activations: the artifact equals torch with our dequantized weights (RTN and
+    GPTQ codes alike; for LiteRT that proves ai-edge-quantizer reproduced our codes)."""
+    ref = tiny(name)
+    out, _ = quantized(fmt, name, recipe)
+    ids = ref.encode(TEXT)
+    expect = teacher_forced_logits(TorchRunner(_fake_quantized(ref, recipe, fmt)), ids, 8)
+    runner = open_runner(out)
+    got = teacher_forced_logits(runner, ids, 8)
+    runner.close()
+    np.testing.assert_allclose(got, expect, atol=2e-4)
+    base = teacher_forced_logits(TorchRunner(ref.model), ids, 8)
+    assert np.abs(base - got).max() > 1e-3  # and it is not the float model
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_quantized_artifacts_are_smaller_and_integer(quantized, fmt):
+    out8, m8 = quantized(fmt, "gemma3_text", "int8")
+    out4, m4 = quantized(fmt, "gemma3_text", "int4-block32")
+    src = json.loads((out8 / "manifest.json").read_text())["inputs"]["export"]
+    model = m8["model_file"]
+
+    def size(m):
+        return sum(f["bytes"] for n, f in m["files"].items() if n.startswith("model."))
+
+    float_size = sum(p.stat().st_size for p in __import__("pathlib").Path(src).glob("model.*"))
+    assert size(m4) < size(m8) < float_size
+    assert m8["inputs"]["export_sha256"] and model in m8["files"]
+
+
+def test_calibrated_recipe_beats_round_to_nearest(tiny, quantized):
+    ref = tiny("gemma3_text")
+    ids = ref.encode(TEXT)
+    base = teacher_forced_logits(TorchRunner(ref.model), ids, 8)
+    kld = {}
+    for recipe in ("int8", "int8-calibrated"):
+        out, manifest = quantized("onnx", "gemma3_text", recipe)
+        kld[recipe] = parity_metrics(base, teacher_forced_logits(open_runner(out), ids, 8),
+                                     ids)["kld_mean"]
+    assert kld["int8-calibrated"] < kld["int8"]
+
+
+def test_quantize_cli_errors_are_one_line(tmp_path, tiny_export, capsys):
+    src, _ = tiny_export("onnx", "gemma3_text")
+    cases = [
+        ([str(tmp_path), "--recipe", "int8"], "not a gemma-edge export"),
+        ([str(src), "--recipe", "int3"], "unknown recipe 'int3'"),
+        ([str(src), "--recipe", "int8-static"], "not offered for onnx"),
+        ([str(src), "--recipe", "int8-calibrated", "--calibration",
+          "builtin:gemma_edge_field_notes", "--out", str(tmp_path / "x")], "overlaps the evaluation"),
+    ]
+    for argv, message in cases:
+        assert main(["quantize", *argv, "-q"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "x").exists()
+
+
+def test_quantize_cli_writes_artifacts(tmp_path, tiny_export, capsys):
+    src, _ = tiny_export("onnx", "gemma2")
+    out = tmp_path / "q"
+    assert main(["quantize", str(src), "--recipe", "int4-block64", "--out", str(out), "--json",
+                 "-q"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["int4-block64"]["grids"]["body"]["grid"] == "int4-block64"
+    assert (out / "manifest.json").is_file() and (out / "tokenizer.json").is_file()
+    assert main(["quantize", str(out), "--recipe", "int8", "-q"]) == 2  # already quantized
+    assert "already quantized" in capsys.readouterr().err
