@@ -27,7 +27,7 @@ def test_tiny_model_matches_family_data(tiny, name):
         assert cfg.final_logit_softcapping > 0 and cfg.attn_logit_softcapping > 0
     if family.has("qk_norm"):
         assert hasattr(ref.model.model.layers[0].self_attn, "q_norm")
-    assert sum(p.numel() for p in ref.model.parameters()) < 500_000
+    assert sum(p.numel() for p in ref.model.parameters()) < 1_000_000
 
 
 def test_tiny_weights_are_seeded(tiny):
