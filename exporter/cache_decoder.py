@@ -30,6 +30,8 @@ def decoder_facts(decoder: CacheDecoder) -> dict:
     return {"num_layers": decoder.num_layers, "num_kv_heads": decoder.num_kv_heads,
             "head_dim": decoder.head_dim, "num_heads": decoder.num_heads,
             "vocab_size": decoder.hf.config.vocab_size, "sliding_window": decoder.window,
+            "hidden_size": decoder.hf.config.hidden_size,
+            "max_position_embeddings": decoder.hf.config.max_position_embeddings,
             "layer_types": decoder.layer_types}
 
 

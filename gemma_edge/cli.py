@@ -40,6 +40,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    if (Path(args.source) / "manifest.json").is_file():  # a package: run it in its engine
+        return _cmd_run_package(args)
     from gemma_edge.sources import load_source
     from runtime_check.generation import stream_text
     from runtime_check.torch_runner import TorchRunner
@@ -179,6 +183,59 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_package(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from exporter.package import package
+
+    artifact = Path(args.artifact)
+    out = Path(args.out) if args.out else artifact.parent / f"{artifact.name}.{args.kind}"
+    manifest = package(artifact, out, args.kind, overwrite=args.overwrite)
+    size = sum(f["bytes"] for f in manifest["files"].values())
+    summary = {"package": str(out), "kind": args.kind, "bytes": size,
+               "tokens": manifest["tokens"], "checked": manifest["check"] is not None}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        stops = ", ".join(f"{t}={i}" for t, i in manifest["tokens"]["stop_tokens"].items())
+        print(f"{args.kind}: {out}  {size / 2**20:.1f} MiB  (BOS {manifest['tokens']['bos_token_id']}, "
+              f"stop {stops}{'' if manifest['check'] else '; not checked yet: run gemma-edge check'})")
+    return EXIT_OK
+
+
+def _cmd_run_package(args: argparse.Namespace) -> int:
+    from runtime_check.engines import open_engine
+
+    engine = open_engine(args.source, threads=args.threads or 2)
+    chat = {"on": True, "off": False}.get(args.chat, engine.manifest["inputs"].get("variant") == "it")
+    pieces = []
+    for piece in engine.generate(args.prompt, args.max_new_tokens, chat=chat):
+        pieces.append(piece)
+        if not args.json:
+            print(piece, end="", flush=True)
+    engine.close()
+    if args.json:
+        print(json.dumps({"engine": engine.name, "prompt": args.prompt, "text": "".join(pieces)}))
+    else:
+        print()
+    return EXIT_OK
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from runtime_check.engines import benchmark
+
+    result = benchmark(args.package, prefill_tokens=args.prefill_tokens,
+                       decode_tokens=args.decode_tokens, threads=args.threads)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{result['engine']} ({result['threads']} threads): load {result['load_s']:.2f} s, "
+              f"TTFT {1000 * result['ttft_s']:.0f} ms for {result['prompt_tokens']} tokens, "
+              f"prefill {result['prefill_tps']:.1f} tok/s, decode {result['decode_tps']:.1f} tok/s, "
+              f"peak RSS {result['peak_rss_mib']:.0f} MiB")
+    return EXIT_OK
+
+
 DEFAULT_EVAL_TEXT = "builtin:gemma_edge_field_notes+austen_pride_and_prejudice_ch1"
 
 
@@ -243,8 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", metavar="SOURCE", help=SOURCE_HELP)
     p.add_argument("--variant", choices=("pt", "it"), help="override PT/IT detection")
 
-    p = add("run", _cmd_run, "generate text greedily with the PyTorch reference, streaming")
-    p.add_argument("source", metavar="SOURCE", help=SOURCE_HELP)
+    p = add("run", _cmd_run, "generate text greedily, streaming: with the PyTorch reference, "
+                             "or with a package in its on-device engine")
+    p.add_argument("source", metavar="SOURCE|PACKAGE", help=SOURCE_HELP + ", or a package directory")
     p.add_argument("--prompt", required=True, help="text to continue (IT models: a user turn)")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--chat", choices=("auto", "on", "off"), default="auto",
@@ -279,6 +337,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None,
                    help="output directory (default: next to the export, <format>-<recipe>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+
+    p = add("package", _cmd_package, "package an artifact for an on-device engine "
+                                     "(.litertlm for LiteRT-LM, ONNX bundle for onnxruntime-genai)")
+    p.add_argument("artifact", metavar="ARTIFACT_DIR", help="an export or quantize output directory")
+    p.add_argument("--as", dest="kind", required=True, choices=("litertlm", "onnx-bundle"))
+    p.add_argument("--out", default=None, help="package directory (default: ARTIFACT_DIR.<kind>)")
+    p.add_argument("--overwrite", action="store_true")
+
+    p = add("bench", _cmd_bench, "TTFT, prefill and decode tokens/s and peak RSS of a package "
+                                 "in its engine (hashes verified first)")
+    p.add_argument("package", metavar="PACKAGE")
+    p.add_argument("--prefill-tokens", type=int, default=128)
+    p.add_argument("--decode-tokens", type=int, default=64)
+    p.add_argument("--threads", type=int, default=2)
 
     p = add("check", _cmd_check, "verify an artifact against the PyTorch reference; "
                                  "exit 3 if a gate fails")

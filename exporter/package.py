@@ -1,0 +1,186 @@
+"""Packages an app ships: `.litertlm` for the LiteRT-LM engine, an ONNX bundle for
+onnxruntime-genai. Each is a directory with the model files and a manifest.json that
+lists every file's sha256, the source and its hash, the recipe, the tools, the token
+metadata (BOS, stop tokens) and the parity summary and gate results of the artifact's
+last `gemma-edge check`. `verify_package` re-hashes before anything loads a package.
+
+Token metadata is derived, not typed: BOS and stop-token ids are looked up in the
+package's own tokenizer (the family's stop tokens `<eos>` and `<end_of_turn>`), and a
+package whose metadata does not match its tokenizer is refused. Wrong stop tokens are
+the most reported LiteRT-LM packaging bug: the engine then never stops.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from gemma_edge.artifacts import atomic_output_dir, read_manifest, sha256_file, write_manifest
+from gemma_edge.errors import GemmaEdgeError
+
+log = logging.getLogger("gemma_edge")
+
+KINDS = {"litertlm": "tflite", "onnx-bundle": "onnx"}
+LITERTLM_FILE = "model.litertlm"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
+def token_metadata(artifact: Path, family_name: str) -> dict[str, Any]:
+    """BOS and stop-token ids from the artifact's own tokenizer."""
+    from gemma_edge.families import get_family
+
+    tokenizer = json.loads((artifact / "tokenizer.json").read_text())
+    vocab = tokenizer["model"]["vocab"]
+    if isinstance(vocab, list):  # unigram: [[piece, score], ...]
+        vocab = {piece: i for i, (piece, _score) in enumerate(vocab)}
+    for added in tokenizer.get("added_tokens", []):
+        vocab[added["content"]] = added["id"]
+    config = json.loads((artifact / "tokenizer_config.json").read_text())
+    bos = config.get("bos_token", "<bos>")
+    bos = bos["content"] if isinstance(bos, dict) else bos
+    family = get_family(family_name)
+    stops = {t: vocab[t] for t in family.stop_tokens if t in vocab}
+    if bos not in vocab or "<eos>" not in stops:
+        raise GemmaEdgeError(f"the tokenizer in {artifact} has no {bos} or <eos> token",
+                             "re-export from a Gemma checkpoint with its own tokenizer")
+    return {"bos_token": bos, "bos_token_id": vocab[bos], "stop_tokens": stops}
+
+
+def _litertlm(artifact: Path, tmp: Path, manifest: dict, tokens: dict) -> list[str]:
+    from litert_lm_builder import litertlm_builder as lb
+
+    graph = manifest.get("graph", {})
+    cache = graph.get("cache_length") or 1024
+    model_type = "gemma3 {}" if manifest["inputs"]["family"] == "gemma3_text" else "generic_model {}"
+    stops = "\n".join(f"stop_tokens {{ token_ids {{ ids: {i} }} }}" for i in tokens["stop_tokens"].values())
+    meta = tmp / "llm_metadata.textproto"
+    meta.write_text(f"start_token {{ token_ids {{ ids: {tokens['bos_token_id']} }} }}\n{stops}\n"
+                    f"llm_model_type {{ {model_type} }}\nmax_num_tokens: {cache}\n")
+    builder = lb.LitertLmFileBuilder()
+    builder.add_system_metadata(lb.Metadata(key="author", value="gemma-edge", dtype=lb.DType.STRING))
+    template = artifact / "chat_template.jinja"
+    it = manifest["inputs"].get("variant") == "it"
+    builder.add_llm_metadata(str(meta), jinja_prompt_template_path=str(template) if it else None)
+    builder.add_tflite_model(str(artifact / manifest["model_file"]), lb.TfLiteModelType.PREFILL_DECODE)
+    builder.add_hf_tokenizer(str(artifact / "tokenizer.json"))
+    with open(tmp / LITERTLM_FILE, "wb") as fh:
+        builder.build(fh)
+    meta.unlink()
+    return [LITERTLM_FILE]
+
+
+def genai_config(manifest: dict, tokens: dict) -> dict[str, Any]:
+    graph = manifest["graph"]
+    layers = graph["num_layers"]
+    context = graph.get("max_position_embeddings", 32768)
+    return {
+        "model": {
+            "type": manifest["inputs"]["family"],
+            "bos_token_id": tokens["bos_token_id"],
+            "eos_token_id": sorted(tokens["stop_tokens"].values()),
+            "pad_token_id": 0,
+            "vocab_size": graph["vocab_size"],
+            "context_length": context,
+            "decoder": {
+                "session_options": {"log_id": "gemma-edge", "provider_options": []},
+                "filename": "model.onnx",
+                "head_size": graph["head_dim"],
+                "hidden_size": graph.get("hidden_size", graph["head_dim"] * graph["num_heads"]),
+                "num_attention_heads": graph["num_heads"],
+                "num_key_value_heads": graph["num_kv_heads"],
+                "num_hidden_layers": layers,
+                "inputs": {"input_ids": "input_ids", "attention_mask": "attention_mask",
+                           "position_ids": "position_ids",
+                           "past_key_names": "past_key_values.%d.key",
+                           "past_value_names": "past_key_values.%d.value"},
+                "outputs": {"logits": "logits", "present_key_names": "present.%d.key",
+                            "present_value_names": "present.%d.value"},
+            },
+        },
+        # our graph grows its cache by concatenation and masks the sliding window itself
+        "search": {"do_sample": False, "num_beams": 1, "max_length": min(1024, context),
+                   "past_present_share_buffer": False, "top_k": 1, "temperature": 1.0},
+    }
+
+
+def _onnx_bundle(artifact: Path, tmp: Path, manifest: dict, tokens: dict) -> list[str]:
+    files = [p.name for p in artifact.iterdir() if p.name.startswith("model.onnx")]
+    for name in files:
+        shutil.copy2(artifact / name, tmp / name)
+    (tmp / "genai_config.json").write_text(json.dumps(genai_config(manifest, tokens), indent=2) + "\n")
+    return [*files, "genai_config.json"]
+
+
+def package(artifact: str | Path, out: str | Path, kind: str, *, overwrite: bool = False) -> dict:
+    artifact, out = Path(artifact), Path(out)
+    if kind not in KINDS:
+        raise GemmaEdgeError(f"unknown package kind '{kind}'", f"use one of: {', '.join(KINDS)}")
+    if not (artifact / "manifest.json").is_file():
+        raise GemmaEdgeError(f"{artifact} is not a gemma-edge artifact (no manifest.json)",
+                             "pass a directory written by gemma-edge export or quantize")
+    manifest = read_manifest(artifact)
+    if manifest.get("format") != KINDS[kind]:
+        raise GemmaEdgeError(f"--as {kind} needs a {KINDS[kind]} artifact, {artifact} is "
+                             f"{manifest.get('format')}", f"package a {KINDS[kind]} export")
+    if out.exists() and not overwrite:
+        raise GemmaEdgeError(f"{out} already exists", "pass --overwrite or choose another --out")
+    started = time.time()
+    tokens = token_metadata(artifact, manifest["inputs"]["family"])
+    check = _last_check(artifact)
+    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+        made = (_litertlm if kind == "litertlm" else _onnx_bundle)(artifact, tmp, manifest, tokens)
+        for name in (*TOKENIZER_FILES, "chat_template.jinja"):
+            if (artifact / name).is_file():
+                shutil.copy2(artifact / name, tmp / name)
+                made.append(name)
+        packages = ("litert-lm-builder", "litert-lm-api") if kind == "litertlm" else (
+            "onnxruntime", "onnxruntime-genai")
+        result = write_manifest(
+            tmp, stage="package", started=started, outputs=made, packages=packages,
+            inputs={**manifest["inputs"], "artifact": str(artifact),
+                    "artifact_sha256": manifest["files"][manifest["model_file"]]["sha256"]},
+            extra={"package": kind, "format": manifest["format"], "recipe": manifest.get("recipe"),
+                   "model_file": LITERTLM_FILE if kind == "litertlm" else "model.onnx",
+                   "graph": manifest.get("graph", {}), "tokens": tokens, "check": check},
+        )
+    log.info("wrote %s", out)
+    return result
+
+
+def _last_check(artifact: Path) -> dict | None:
+    report = artifact / "check" / "report.json"
+    if not report.is_file():
+        return None
+    data = json.loads(report.read_text())
+    entry = (data.get("artifacts") or [data])[0]
+    metrics = entry.get("metrics", {})
+    keep = ("kld_mean", "kld_p99", "top1_agreement", "ppl_ratio", "max_abs_delta_logit",
+            "greedy_match_fraction")
+    return {"passed": entry.get("passed"), "metrics": {k: metrics[k] for k in keep if k in metrics},
+            "gates": entry.get("gates", [])}
+
+
+def verify_package(path: str | Path) -> dict:
+    """The package's manifest, after checking every listed file's sha256 (exit 2 if not)."""
+    path = Path(path)
+    if not (path / "manifest.json").is_file():
+        raise GemmaEdgeError(f"{path} is not a gemma-edge package (no manifest.json)",
+                             "pass a directory written by `gemma-edge package`")
+    manifest = read_manifest(path)
+    if manifest.get("stage") != "package":
+        raise GemmaEdgeError(f"{path} is an {manifest.get('stage')} artifact, not a package",
+                             f"run: gemma-edge package {path} --as litertlm|onnx-bundle")
+    for name, entry in manifest["files"].items():
+        file = path / name
+        if not file.is_file():
+            raise GemmaEdgeError(f"package file {name} is missing from {path}",
+                                 "rebuild the package with `gemma-edge package`")
+        if file.stat().st_size != entry["bytes"] or sha256_file(file) != entry["sha256"]:
+            raise GemmaEdgeError(f"package file {name} does not match its manifest (sha256 "
+                                 "differs): it was modified or damaged",
+                                 "rebuild the package with `gemma-edge package`")
+    return manifest
