@@ -1,0 +1,30 @@
+package dev.gemmaedge.core
+
+/** One chat message; role is system, user, assistant or model. */
+data class Message(val role: String, val content: String)
+
+/**
+ * Gemma's turn format, identical to gemma-edge's Python `format_chat` and the Jinja
+ * template packed into IT models (shared vectors in test_vectors/chat_template.json).
+ * A system message has no turn of its own in Gemma: it is folded into the next user turn.
+ */
+object ChatTemplate {
+    const val START = "<start_of_turn>"
+    const val END = "<end_of_turn>"
+
+    fun format(messages: List<Message>, bos: String = "<bos>", addGenerationPrompt: Boolean = true): String {
+        val out = StringBuilder(bos)
+        var system = ""
+        for (m in messages) {
+            var role = m.role
+            var content = m.content.trim()
+            if (role == "system") { system = content; continue }
+            if (role == "assistant") role = "model"
+            require(role == "user" || role == "model") { "unknown chat role '$role': use system, user or assistant" }
+            if (system.isNotEmpty() && role == "user") { content = "$system\n\n$content"; system = "" }
+            out.append(START).append(role).append('\n').append(content).append(END).append('\n')
+        }
+        if (addGenerationPrompt) out.append(START).append("model\n")
+        return out.toString()
+    }
+}
