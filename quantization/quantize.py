@@ -85,6 +85,10 @@ def quantize_export(export_dir: str | Path, out_dir: str | Path, recipe_name: st
                        "head": {"grid": _grid_label(weights, head=True), "method": recipe.head.method},
                        "calibration": (calibration or "builtin:calibration") if recipe.calibrated else None,
                        "mean_layer_output_error": float(np.mean(errors)) if errors else None,
+                       # per Linear, in model order: the report's per-layer error plot
+                       "layers": [{"name": qw.name, "grid": qw.grid.label,
+                                   "weight_error": qw.weight_error,
+                                   "output_error": qw.output_error} for qw in weights.values()],
                        **stats}},
         )
     log.info("wrote %s (%.1f s)", out_dir, result["wall_seconds"])

@@ -30,6 +30,7 @@ class QuantizedWeight:
     float_hash: str  # sha1 of the fp32 weight [N, K] as exported
     output_error: float | None = None  # relative layer-output error on calibration text
     probe: np.ndarray | None = None  # a strided sample of the float weight (see scale_of)
+    weight_error: float | None = None  # ||W - Ŵ|| / ||W||
 
     def dequantized(self) -> np.ndarray:
         return dequantize(self.codes, self.scales)
@@ -89,6 +90,7 @@ def quantize_weights(ref, recipe: Recipe, fmt: str, *, calibration: str | None =
         else:
             codes, scales = quantize_rtn(weight, grid)
         err = output_error(weight, codes, scales, hessians[name]) if name in hessians else None
+        delta = np.linalg.norm(weight - dequantize(codes, scales)) / max(np.linalg.norm(weight), 1e-30)
         out[name] = QuantizedWeight(name, grid, codes, scales, spec.method, weight_hash(weight), err,
-                                    weight.ravel()[:: _PROBE_STRIDE(weight.size)].copy())
+                                    weight.ravel()[:: _PROBE_STRIDE(weight.size)].copy(), float(delta))
     return out

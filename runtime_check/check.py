@@ -98,6 +98,7 @@ def check_artifact(artifact: str | Path, ref: ReferenceModel, *, text: str,
         "greedy": greedy,
         "gates": results,
         "latency": timing,
+        "layers": manifest.get("quantization", {}).get("layers"),
         "passed": all(r["passed"] for r in results),
         "check_seconds": round(time.time() - started, 2),
     }

@@ -97,6 +97,17 @@ def _gate_item(gate: dict[str, Any]) -> str:
     return f"<li class={cls}>{mark} {escape(gate['text'])}{miss}</li>"
 
 
+def _layer_plot(layers: list[dict[str, Any]] | None) -> str:
+    """Per-layer error of a quantized artifact: output error on calibration text where the
+    recipe was calibrated, else the relative weight error, one point per Linear in model order."""
+    if not layers:
+        return ""
+    key = "output_error" if all(x.get("output_error") is not None for x in layers) else "weight_error"
+    label = "layer output error" if key == "output_error" else "weight error ||ΔW||/||W||"
+    return svg_plots.line([x[key] for x in layers], f"Per-layer {label}", "relative error",
+                          xlabel="Linear layer (model order; last = LM head)")
+
+
 def render_html(results: list[dict[str, Any]], *, title: str) -> str:
     rows = summary_rows(results)
     table = "".join(
@@ -125,7 +136,8 @@ def render_html(results: list[dict[str, Any]], *, title: str) -> str:
             f"<h3>Gates</h3><ul class=gates>{gates}</ul>"
             f"<div class=plots>"
             f"{svg_plots.histogram(m['kld_per_position'], 'KLD distribution', 'KLD (nats)', log_x=True)}"
-            f"{svg_plots.line(m['kld_per_position'], 'KLD per position', 'KLD (nats)')}</div>"
+            f"{svg_plots.line(m['kld_per_position'], 'KLD per position', 'KLD (nats)')}"
+            f"{_layer_plot(r.get('layers'))}</div>"
             f"<h3>Greedy generation</h3><table class=greedy><tr><th>prompt</th><th>match</th>"
             f"<th>artifact's continuation</th></tr>{greedy}</table></section>")
     scatter = svg_plots.scatter([(r["artifact"], r["size_mib"], r["kld_mean"]) for r in rows],

@@ -63,14 +63,14 @@ def histogram(values: list[float], title: str, xlabel: str, bins: int = 30,
                   _ticks(lo, hi, "x", x), _ticks(0, max(counts), "y", y))
 
 
-def line(values: list[float], title: str, ylabel: str) -> str:
+def line(values: list[float], title: str, ylabel: str, xlabel: str = "position in text") -> str:
     vals = [v if math.isfinite(v) else 0.0 for v in values] or [0.0]
     x = _scale(0, max(len(vals) - 1, 1), PAD, W - RIGHT)
     top = max(vals) if max(vals) > 0 else 1.0
     y = _scale(0, top, H - PAD, 30)
     pts = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(vals))
     body = f'<polyline points="{pts}" fill="none" stroke="#e15759" stroke-width="1.2"/>'
-    return _frame(title, "position in text", ylabel, body,
+    return _frame(title, xlabel, ylabel, body,
                   _ticks(0, len(vals) - 1, "x", x), _ticks(0, top, "y", y))
 
 

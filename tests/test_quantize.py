@@ -146,3 +146,17 @@ def test_quantize_cli_writes_artifacts(tmp_path, tiny_export, capsys):
     assert (out / "manifest.json").is_file() and (out / "tokenizer.json").is_file()
     assert main(["quantize", str(out), "--recipe", "int8", "-q"]) == 2  # already quantized
     assert "already quantized" in capsys.readouterr().err
+
+
+def test_check_report_shows_quantized_rows_and_per_layer_error(quantized, capsys):
+    out, _ = quantized("onnx", "gemma3_text", "int4-calibrated")
+    code = main(["check", str(out), "--against", "tiny:gemma3_text", "--no-latency",
+                 "--text", "builtin:gemma_edge_field_notes", "--max-tokens", "64",
+                 "--greedy-tokens", "4", "-q"])
+    assert code in (0, 3)  # random tiny weights may miss the int4 gates; the report is written
+    html = (out / "check" / "report.html").read_text()
+    assert "int4-calibrated" in html and "Per-layer layer output error" in html
+    report = json.loads((out / "check" / "report.json").read_text())
+    layers = report.get("layers") or report["artifacts"][0]["layers"]
+    assert len(layers) == 29 and layers[-1]["name"] == "lm_head"
+    assert all(x["output_error"] > 0 for x in layers)
