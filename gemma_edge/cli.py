@@ -236,6 +236,27 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_build(args: argparse.Namespace) -> int:
+    from gemma_edge.pipeline import build_command
+    from runtime_check.report import format_summary
+
+    summary = build_command(args.spec, progress=not args.quiet)
+    if args.json:
+        print(json.dumps({k: v for k, v in summary.items() if k not in ("report_data", "error")},
+                         indent=2))
+    else:
+        done = [s for s in summary["stages"] if not s["skipped"]]
+        print(f"build: {len(done)} stage(s) run, {len(summary['stages']) - len(done)} up to date, "
+              f"{summary['seconds']:.0f} s")
+        print(format_summary(summary["report_data"]["artifacts"]))
+        for pkg in summary["packages"]:
+            print(f"package: {pkg}")
+        print(f"report: {summary['report']}")
+    if "error" in summary:
+        raise summary["error"]
+    return EXIT_OK
+
+
 DEFAULT_EVAL_TEXT = "builtin:gemma_edge_field_notes+austen_pride_and_prejudice_ch1"
 
 
@@ -364,6 +385,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-latency", action="store_true",
                    help="skip the latency run (load, TTFT, prefill/decode tok/s, peak RSS)")
+
+    p = add("build", _cmd_build, "run the whole pipeline from a spec (export, quantize, check, "
+                                 "package, report); skips stages whose inputs are unchanged; "
+                                 "exit 3 if a gate fails")
+    p.add_argument("spec", metavar="SPEC.toml", help="e.g. gemma-edge.toml")
 
     p = add("report", _cmd_report, "one comparison page for every checked artifact of a build")
     p.add_argument("build_dir", metavar="BUILD_DIR")

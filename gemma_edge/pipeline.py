@@ -1,0 +1,220 @@
+"""`gemma-edge build SPEC.toml`: export -> quantize -> check -> package -> report, for CI.
+
+Each stage writes a manifest that names the hashes of its inputs; a stage is skipped when
+its output exists and those hashes (and its options) still match, so a second run after
+changing one recipe redoes only that recipe's artifacts. Gates are evaluated by every
+check; the build finishes all stages and the report, then exits 3 if any gate failed.
+
+Spec (TOML):
+    source   = "builtin:gemma3-270m"
+    out      = "build"
+    formats  = ["onnx", "tflite"]
+    recipes  = ["int8-calibrated", "int4-calibrated"]   # per format, where offered
+    gates    = "my-gates.json"                          # optional
+    package  = true                                      # .litertlm / ONNX bundle per artifact
+    [check]
+    text = "builtin:gemma_edge_field_notes+austen_pride_and_prejudice_ch1"
+    max_tokens = 512
+    latency = true
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gemma_edge.errors import GateFailedError, GemmaEdgeError
+
+log = logging.getLogger("gemma_edge")
+
+KIND = {"tflite": "litertlm", "onnx": "onnx-bundle"}
+
+
+@dataclass
+class BuildSpec:
+    source: str
+    out: Path
+    formats: list[str]
+    recipes: list[str]
+    gates: str | None = None
+    package: bool = True
+    check: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str | Path) -> BuildSpec:
+        import tomllib
+
+        path = Path(path)
+        if not path.is_file():
+            raise GemmaEdgeError(f"build spec {path} does not exist", "pass a gemma-edge.toml file")
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise GemmaEdgeError(f"build spec {path} is not valid TOML ({exc})") from None
+        unknown = set(data) - {"source", "out", "formats", "recipes", "gates", "package", "check"}
+        if unknown:
+            raise GemmaEdgeError(f"build spec {path} has unknown keys: {', '.join(sorted(unknown))}",
+                                 "use source, out, formats, recipes, gates, package, [check]")
+        if "source" not in data:
+            raise GemmaEdgeError(f"build spec {path} has no source", 'add source = "builtin:gemma3-270m"')
+        base = path.parent
+        spec = cls(source=data["source"], out=base / data.get("out", "build"),
+                   formats=list(data.get("formats", ["onnx", "tflite"])),
+                   recipes=list(data.get("recipes", [])),
+                   gates=str(base / data["gates"]) if data.get("gates") else None,
+                   package=bool(data.get("package", True)), check=dict(data.get("check", {})))
+        spec.validate()
+        return spec
+
+    def validate(self) -> None:
+        from quantization.recipes import RECIPES
+
+        bad = [f for f in self.formats if f not in KIND]
+        if bad or not self.formats:
+            raise GemmaEdgeError(f"build spec: unknown format {bad or '(none)'}", "use onnx and/or tflite")
+        unknown = [r for r in self.recipes if r not in RECIPES]
+        if unknown:
+            raise GemmaEdgeError(f"build spec: unknown recipe {unknown[0]}",
+                                 f"use any of: {', '.join(RECIPES)}")
+        extra = set(self.check) - {"text", "max_tokens", "latency", "greedy_tokens"}
+        if extra:
+            raise GemmaEdgeError(f"build spec: unknown [check] keys {', '.join(sorted(extra))}",
+                                 "use text, max_tokens, greedy_tokens, latency")
+
+
+def _manifest(path: Path) -> dict | None:
+    file = path / "manifest.json"
+    return json.loads(file.read_text()) if file.is_file() else None
+
+
+def _model_sha(manifest: dict) -> str:
+    return manifest["files"][manifest["model_file"]]["sha256"]
+
+
+def run_build(spec: BuildSpec, *, progress: bool = True) -> dict[str, Any]:
+    from gemma_edge.sources import load_source
+    from quantization.recipes import RECIPES
+
+    started = time.time()
+    spec.out.mkdir(parents=True, exist_ok=True)
+    ref_holder: dict = {}
+    stages: list[dict[str, Any]] = []
+
+    def ref():
+        if "ref" not in ref_holder:
+            ref_holder["ref"] = load_source(spec.source)
+        return ref_holder["ref"]
+
+    def stage(name: str, target: Path, fresh: bool, action) -> None:
+        t0 = time.time()
+        if fresh:
+            log.info("[build] %s: %s is up to date, skipped", name, target)
+            stages.append({"stage": name, "target": str(target), "skipped": True})
+            return
+        log.info("[build] %s -> %s", name, target)
+        action()
+        stages.append({"stage": name, "target": str(target), "skipped": False,
+                       "seconds": round(time.time() - t0, 1)})
+
+    source_sha = ref().sha256  # cached sources load in seconds; checks need the model anyway
+    artifacts: list[Path] = []
+    for fmt in spec.formats:
+        target = spec.out / fmt
+        current = _manifest(target)
+        fresh = bool(current) and current["inputs"].get("source_sha256") == source_sha
+
+        def export(fmt=fmt, target=target):
+            import importlib
+
+            from gemma_edge.cli import EXPORTERS
+
+            module, func = EXPORTERS[fmt]
+            getattr(importlib.import_module(module), func)(ref(), target, overwrite=True)
+
+        stage(f"export {fmt}", target, fresh, export)
+        artifacts.append(target)
+        export_sha = _model_sha(_manifest(target))
+        for recipe in spec.recipes:
+            if fmt in RECIPES[recipe].refused:
+                log.info("[build] %s is not offered for %s (%s)", recipe, fmt, RECIPES[recipe].refused[fmt])
+                continue
+            qtarget = spec.out / f"{fmt}-{recipe}"
+            current = _manifest(qtarget)
+            fresh = bool(current) and current["inputs"].get("export_sha256") == export_sha \
+                and current.get("recipe") == recipe
+
+            def quantize(fmt=fmt, recipe=recipe, qtarget=qtarget):
+                from quantization.quantize import quantize_export
+
+                quantize_export(spec.out / fmt, qtarget, recipe, ref=ref(), overwrite=True,
+                                progress=progress)
+
+            stage(f"quantize {fmt} {recipe}", qtarget, fresh, quantize)
+            artifacts.append(qtarget)
+
+    results = []
+    for artifact in artifacts:
+        report = artifact / "check" / "report.json"
+        model_sha = _model_sha(_manifest(artifact))
+        previous = json.loads(report.read_text()) if report.is_file() else None
+        options = {"text": spec.check.get("text"), "max_tokens": spec.check.get("max_tokens", 512),
+                   "latency": spec.check.get("latency", True), "gates": spec.gates}
+        fresh = bool(previous) and previous.get("artifact_sha256") == model_sha \
+            and previous.get("build_options") == options
+
+        def check(artifact=artifact, model_sha=model_sha, options=options):
+            from gemma_edge.cli import DEFAULT_EVAL_TEXT
+            from gemma_edge.texts import load_text
+            from runtime_check.check import check_artifact
+            from runtime_check.report import write_check_report
+
+            result = check_artifact(artifact, ref(), text=load_text(options["text"] or DEFAULT_EVAL_TEXT),
+                                    max_tokens=options["max_tokens"],
+                                    greedy_tokens=spec.check.get("greedy_tokens", 32),
+                                    gates_file=spec.gates, latency=options["latency"])
+            result["artifact_sha256"] = model_sha
+            result["build_options"] = options
+            write_check_report(result, artifact)
+
+        stage(f"check {artifact.name}", artifact / "check", fresh, check)
+        results.append(json.loads(report.read_text()))
+
+    packages = []
+    if spec.package:
+        from exporter.package import package
+
+        for artifact in artifacts:
+            manifest = _manifest(artifact)
+            kind = KIND[manifest["format"]]
+            target = spec.out / "packages" / f"{artifact.name}.{kind}"
+            current = _manifest(target)
+            check_sha = json.loads((artifact / "check" / "report.json").read_text())["artifact_sha256"]
+            fresh = bool(current) and current["inputs"].get("artifact_sha256") == _model_sha(manifest) \
+                and check_sha == _model_sha(manifest) and current.get("check") is not None
+            stage(f"package {artifact.name}", target, fresh,
+                  lambda artifact=artifact, target=target, kind=kind: package(
+                      artifact, target, kind, overwrite=True))
+            packages.append(str(target))
+
+    from runtime_check.report import build_report
+
+    html, report = build_report(spec.out)
+    summary = {"report": str(html), "passed": report["passed"], "stages": stages,
+               "packages": packages, "seconds": round(time.time() - started, 1),
+               "artifacts": [{"name": r["name"], "passed": r["passed"]} for r in results]}
+    (spec.out / "build.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return {**summary, "report_data": report}
+
+
+def build_command(path: str, *, progress: bool = True) -> dict[str, Any]:
+    spec = BuildSpec.load(path)
+    summary = run_build(spec, progress=progress)
+    if not summary["passed"]:
+        failed = [a["name"] for a in summary["artifacts"] if not a["passed"]]
+        summary["error"] = GateFailedError(f"gates failed for {', '.join(failed)}",
+                                           f"see {summary['report']}")
+    return summary

@@ -1,0 +1,55 @@
+"""`gemma-edge build SPEC.toml` on a tiny model: every stage, then a rerun that skips them."""
+
+import json
+
+from gemma_edge.cli import main
+
+
+def _spec(tmp_path, recipes='["int8"]', extra=""):
+    spec = tmp_path / "gemma-edge.toml"
+    spec.write_text(f'source = "tiny:gemma3_text"\nout = "b"\nformats = ["onnx"]\n'
+                    f'recipes = {recipes}\n{extra}[check]\nmax_tokens = 48\nlatency = false\n'
+                    'greedy_tokens = 4\ntext = "builtin:gemma_edge_field_notes"\n')
+    return spec
+
+
+def test_build_runs_every_stage_then_skips_unchanged_ones(tmp_path, capsys):
+    gates = tmp_path / "gates.json"
+    gates.write_text(json.dumps({"fp32": {"gates": [{"metric": "max_abs_delta_logit", "max": 1e-3}]},
+                                 "int8": {"gates": [{"metric": "kld_mean", "max": 1.0}]}}))
+    spec = _spec(tmp_path, extra='gates = "gates.json"\n')
+    assert main(["build", str(spec), "--json", "-q"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    names = [s["stage"] for s in first["stages"]]
+    assert names == ["export onnx", "quantize onnx int8", "check onnx", "check onnx-int8",
+                     "package onnx", "package onnx-int8"]
+    assert not any(s["skipped"] for s in first["stages"])
+    assert (tmp_path / "b" / "report.html").is_file() and len(first["packages"]) == 2
+    bundle = tmp_path / "b" / "packages" / "onnx-int8.onnx-bundle"
+    assert json.loads((bundle / "manifest.json").read_text())["check"]["passed"] is True
+    assert main(["build", str(spec), "--json", "-q"]) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert all(s["skipped"] for s in second["stages"])
+
+
+def test_build_exits_3_when_a_gate_fails_after_writing_everything(tmp_path, capsys):
+    gates = tmp_path / "gates.json"
+    gates.write_text(json.dumps({"fp32": {"gates": [{"metric": "max_abs_delta_logit", "max": 1e-3}]},
+                                 "int8": {"gates": [{"metric": "kld_mean", "max": 1e-9}]}}))
+    spec = _spec(tmp_path, extra='gates = "gates.json"\n')
+    assert main(["build", str(spec), "-q"]) == 3
+    assert "gates failed for onnx-int8" in capsys.readouterr().err
+    assert (tmp_path / "b" / "report.html").is_file()
+
+
+def test_bad_specs_are_one_line_errors(tmp_path, capsys):
+    cases = [("nope.toml", "does not exist"),
+             ("bad.toml", "not valid TOML"), ("keys.toml", "unknown keys: colour"),
+             ("recipe.toml", "unknown recipe int3")]
+    (tmp_path / "bad.toml").write_text("source = \n")
+    (tmp_path / "keys.toml").write_text('source = "tiny:gemma"\ncolour = 1\n')
+    (tmp_path / "recipe.toml").write_text('source = "tiny:gemma"\nrecipes = ["int3"]\n')
+    for name, message in cases:
+        assert main(["build", str(tmp_path / name), "-q"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
