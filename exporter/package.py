@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gemma_edge.artifacts import atomic_output_dir, read_manifest, sha256_file, write_manifest
+from gemma_edge.artifacts import atomic_output_dir, require_manifest, sha256_file, write_manifest
 from gemma_edge.errors import GemmaEdgeError
 
 log = logging.getLogger("gemma_edge")
@@ -119,10 +119,7 @@ def package(artifact: str | Path, out: str | Path, kind: str, *, overwrite: bool
     artifact, out = Path(artifact), Path(out)
     if kind not in KINDS:
         raise GemmaEdgeError(f"unknown package kind '{kind}'", f"use one of: {', '.join(KINDS)}")
-    if not (artifact / "manifest.json").is_file():
-        raise GemmaEdgeError(f"{artifact} is not a gemma-edge artifact (no manifest.json)",
-                             "pass a directory written by gemma-edge export or quantize")
-    manifest = read_manifest(artifact)
+    manifest = require_manifest(artifact)
     if manifest.get("format") != KINDS[kind]:
         raise GemmaEdgeError(f"--as {kind} needs a {KINDS[kind]} artifact, {artifact} is "
                              f"{manifest.get('format')}", f"package a {KINDS[kind]} export")
@@ -167,10 +164,7 @@ def _last_check(artifact: Path) -> dict | None:
 def verify_package(path: str | Path) -> dict:
     """The package's manifest, after checking every listed file's sha256 (exit 2 if not)."""
     path = Path(path)
-    if not (path / "manifest.json").is_file():
-        raise GemmaEdgeError(f"{path} is not a gemma-edge package (no manifest.json)",
-                             "pass a directory written by `gemma-edge package`")
-    manifest = read_manifest(path)
+    manifest = require_manifest(path, "package", "`gemma-edge package`")
     if manifest.get("stage") != "package":
         raise GemmaEdgeError(f"{path} is an {manifest.get('stage')} artifact, not a package",
                              f"run: gemma-edge package {path} --as litertlm|onnx-bundle")

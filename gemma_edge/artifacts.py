@@ -124,3 +124,14 @@ def write_manifest(
 
 def read_manifest(directory: str | Path) -> dict[str, Any]:
     return json.loads((Path(directory) / MANIFEST_NAME).read_text())
+
+
+def require_manifest(directory: str | Path, what: str = "artifact",
+                     made_by: str = "gemma-edge export or quantize") -> dict[str, Any]:
+    """The directory's manifest, or the one-line error every command gives for a wrong path."""
+    from gemma_edge.errors import GemmaEdgeError
+
+    if not (Path(directory) / MANIFEST_NAME).is_file():
+        raise GemmaEdgeError(f"{directory} is not a gemma-edge {what} (no {MANIFEST_NAME})",
+                             f"pass a directory written by {made_by}")
+    return read_manifest(directory)

@@ -145,16 +145,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_quantize(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from gemma_edge.artifacts import read_manifest
+    from gemma_edge.artifacts import require_manifest
     from gemma_edge.sources import load_source
     from quantization.quantize import quantize_export
     from quantization.recipes import get_recipe
 
     export = Path(args.export_dir)
-    if not (export / "manifest.json").is_file():
-        raise GemmaEdgeError(f"{export} is not a gemma-edge export (no manifest.json)",
-                             "pass a directory written by `gemma-edge export`")
-    manifest = read_manifest(export)
+    manifest = require_manifest(export, "export", "`gemma-edge export`")
     fmt = manifest.get("format", "?")
     names = [r.strip() for r in args.recipe.split(",") if r.strip()]
     outs = {}
@@ -396,6 +393,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is now (a handler holding an old, closed stream
+    would break library use after one CLI call, e.g. in tests or notebooks)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def _configure_output(quiet: bool) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing downloads at run time
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -407,7 +413,7 @@ def _configure_output(quiet: bool) -> None:
     if quiet:
         os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
         os.environ["TQDM_DISABLE"] = "1"
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     log.handlers[:] = [handler]
     log.setLevel(logging.WARNING if quiet else logging.INFO)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from gemma_edge.artifacts import atomic_output_dir, read_manifest, write_manifest
+from gemma_edge.artifacts import atomic_output_dir, require_manifest, write_manifest
 from gemma_edge.errors import GemmaEdgeError
 
 log = logging.getLogger("gemma_edge")
@@ -33,10 +33,7 @@ def quantize_export(export_dir: str | Path, out_dir: str | Path, recipe_name: st
     from quantization.weights import quantize_weights
 
     export_dir, out_dir = Path(export_dir), Path(out_dir)
-    if not (export_dir / "manifest.json").is_file():
-        raise GemmaEdgeError(f"{export_dir} is not a gemma-edge export (no manifest.json)",
-                             "pass a directory written by `gemma-edge export`")
-    manifest = read_manifest(export_dir)
+    manifest = require_manifest(export_dir, "export", "`gemma-edge export`")
     fmt = manifest.get("format")
     if manifest.get("recipe", "fp32") != "fp32":
         raise GemmaEdgeError(f"{export_dir} is already quantized ({manifest['recipe']})",

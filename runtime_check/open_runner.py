@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gemma_edge.artifacts import MANIFEST_NAME, read_manifest
+from gemma_edge.artifacts import require_manifest
 from gemma_edge.errors import GemmaEdgeError
 
 
 def open_runner(artifact: str | Path, *, threads: int | None = None):
     path = Path(artifact)
-    if not (path / MANIFEST_NAME).is_file():
-        raise GemmaEdgeError(f"{path} is not a gemma-edge artifact (no {MANIFEST_NAME})",
-                             "pass a directory written by gemma-edge export or quantize")
-    fmt = read_manifest(path).get("format")
+    fmt = require_manifest(path).get("format")
     if fmt == "onnx":
         from runtime_check.onnx_runner import OnnxRunner
 

@@ -75,6 +75,7 @@ def test_wrong_stop_token_metadata_is_refused(tmp_path, tiny_export, monkeypatch
     manifest = json.loads((tmp_path / "bad" / "manifest.json").read_text())
     manifest["tokens"] = real(src, "gemma3_text")  # what the tokenizer says
     (tmp_path / "bad" / "manifest.json").write_text(json.dumps(manifest))
+    capsys.readouterr()
     assert main(["run", str(tmp_path / "bad"), "--prompt", "hi", "-q"]) == 2
     err = capsys.readouterr().err
     assert "stop tokens [1]" in err and len(err.strip().splitlines()) == 1

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from quantization.grid import dequantize, grid_for, quantize_rtn
 from quantization.gptq import gptq_quantize, output_error
+from quantization.grid import dequantize, grid_for, quantize_rtn
 
 
 def _layer(seed=0, n=96, k=256, tokens=2048):
