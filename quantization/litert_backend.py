@@ -145,7 +145,7 @@ def _aeq_recipe(recipe: Recipe, weights: dict[str, QuantizedWeight], head_names:
             manager.add_weight_only_config(regex, operation, qw.grid.bits, granularity(qw))
 
     add(".*", op.FULLY_CONNECTED, body, activations == "dynamic-int8")
-    head_dynamic = activations == "dynamic-int8" and head.grid.block != 0
+    head_dynamic = activations == "dynamic-int8" and (head.grid.block != 0 or recipe.dynamic_head)
     if head_names:  # later, narrower configs win
         # ai-edge-quantizer's scope is the op's output names joined by ';'
         add("(?:^|;)(?:" + "|".join(re.escape(n) for n in head_names) + ")(?:;|$)",

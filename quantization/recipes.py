@@ -47,6 +47,7 @@ class Recipe:
     # how the runtime treats activations, per format
     activations: dict[str, str] = field(default_factory=lambda: {"tflite": "float", "onnx": "int8-in-kernel"})
     refused: dict[str, str] = field(default_factory=dict)  # format -> why this recipe is not offered
+    dynamic_head: bool = False  # LiteRT: the head's int8 FC also quantizes activations at run time
 
     def spec_for(self, name: str) -> TensorSpec:
         """The predicate: the tied embedding / LM head is its own decision."""
@@ -78,6 +79,11 @@ _add(Recipe("int8", "int8 weights (LiteRT per channel, ONNX block 128), float ac
 _add(Recipe("int8-calibrated", "int8 weights with GPTQ rounding on calibration text, float "
             "activations", TensorSpec(8, {"tflite": 0, "onnx": 128}, "gptq"), INT8_HEAD_GPTQ,
             activations={"tflite": "float", "onnx": "float"}))
+_add(Recipe("int8-dynamic", "int8 weights per channel with GPTQ rounding, activations "
+            "quantized to int8 at run time everywhere, the head too: LiteRT-LM's fast path "
+            "(weight-only int8 is dequantized at run time there and decodes slower than fp32)",
+            TensorSpec(8, {"tflite": 0, "onnx": 128}, "gptq"), INT8_HEAD_GPTQ,
+            activations={"tflite": "dynamic-int8", "onnx": "int8-in-kernel"}, dynamic_head=True))
 _add(Recipe("int8-static", "int8 weights and int16 activations calibrated on text "
             "(ai-edge-quantizer static_wi8_ai16 + calibrate())",
             TensorSpec(8, {"tflite": 0, "onnx": 128}), INT8_HEAD,

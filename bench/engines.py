@@ -1,0 +1,155 @@
+"""Packages in their engines, side by side with the peers, in one run.
+
+- LiteRT-LM engine: our int8 `.litertlm` vs litert-torch `export_hf`'s int8 `.litertlm`
+  (quantization_recipe dynamic_wi8_afp32), both through litert_lm.Benchmark.
+- onnxruntime-genai: our ONNX int4 bundle vs the onnxruntime-genai model builder's int4.
+
+Same machine, same run, 2 threads, each measurement in its own child process (peak RSS
+is the engine's), median of N runs. Prints prefill and decode tokens/s, size, and the
+ratios ours/theirs.
+
+usage: python bench/engines.py --build build [--ours-int8 tflite-int8-calibrated]
+       [--ours-int4 onnx-int4-calibrated] [--reps 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from measure import run_measured  # bench/ is on sys.path when run as a script
+
+HERE = Path(__file__).resolve().parent
+THREADS = 2
+PROMPT = "The history of the printing press begins long before Gutenberg. " * 60
+
+
+def _child(kind: str, path: str, prefill: int, decode: int) -> dict:
+    import time
+
+    import numpy as np
+
+    sys.path.insert(0, str(HERE.parent))
+    from gemma_edge.artifacts import peak_rss_bytes
+
+    if kind == "litertlm":
+        import litert_lm
+
+        litert_lm.set_min_log_severity(litert_lm.LogSeverity.ERROR)
+        info = litert_lm.Benchmark(model_path=path, backend=litert_lm.Backend.CPU(thread_count=THREADS),
+                                   prefill_tokens=prefill, decode_tokens=decode,
+                                   max_num_tokens=1024, prompt=PROMPT).run()
+        out = {"prefill_tps": info.last_prefill_tokens_per_second,
+               "decode_tps": info.last_decode_tokens_per_second,
+               "ttft_s": info.time_to_first_token_in_second}
+    else:
+        from tokenizers import Tokenizer
+
+        from runtime_check.genai_runner import GenaiRunner
+
+        runner = GenaiRunner(path, threads=THREADS, max_length=1024)
+        ids = [2, *Tokenizer.from_file(str(Path(path) / "tokenizer.json")).encode(
+            PROMPT, add_special_tokens=False).ids][:prefill]
+        runner.prefill_last(ids[:16])
+        runner.reset()
+        t0 = time.perf_counter()
+        logits = runner.prefill_last(ids)
+        t1 = time.perf_counter()
+        token = int(np.argmax(logits))
+        for _ in range(decode):
+            token = int(np.argmax(runner.decode(token)))
+        t2 = time.perf_counter()
+        out = {"prefill_tps": len(ids) / (t1 - t0), "decode_tps": decode / (t2 - t1),
+               "ttft_s": t1 - t0}
+    out["peak_rss_mib"] = peak_rss_bytes() / 2**20
+    return out
+
+
+def measure(kind: str, path: Path, reps: int, prefill: int, decode: int) -> dict:
+    runs = []
+    for _ in range(reps):
+        proc = subprocess.run([sys.executable, __file__, "--child", kind, str(path), str(prefill),
+                               str(decode)], capture_output=True, text=True, cwd=str(HERE.parent),
+                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        if proc.returncode:
+            raise RuntimeError(f"{kind} {path}: {proc.stderr.strip().splitlines()[-1:]}")
+        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+
+
+def size_mib(path: Path) -> float:
+    files = [path] if path.is_file() else [p for p in path.iterdir() if p.name.startswith("model.")]
+    return sum(p.stat().st_size for p in files) / 2**20
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        kind, path, prefill, decode = sys.argv[2:6]
+        print(json.dumps(_child(kind, path, int(prefill), int(decode))))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--build", required=True)
+    parser.add_argument("--ours-int8", default="tflite-int8-calibrated")
+    parser.add_argument("--ours-int4", default="onnx-int4-calibrated")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--prefill", type=int, default=128)
+    parser.add_argument("--decode", type=int, default=64)
+    parser.add_argument("--work", default=None)
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    sys.path.insert(0, str(HERE.parent))
+    from exporter.package import package
+    from gemma_edge.sources import load_source
+
+    build = Path(args.build)
+    work = Path(args.work or tempfile.mkdtemp(prefix="gemma-edge-engines-"))
+    work.mkdir(parents=True, exist_ok=True)
+    checkpoint = load_source("builtin:gemma3-270m").checkpoint_dir
+
+    ours_lm = work / "ours.litertlm"
+    if not ours_lm.exists():
+        package(build / args.ours_int8, ours_lm, "litertlm")
+    ours_bundle = work / "ours.onnx-bundle"
+    if not ours_bundle.exists():
+        package(build / args.ours_int4, ours_bundle, "onnx-bundle")
+    theirs_lm_dir = work / "export_hf_int8"
+    if not list(theirs_lm_dir.rglob("*.litertlm")):
+        code = ("from litert_torch.generative.export_hf import export; "
+                f"export.export(model={str(checkpoint)!r}, output_dir={str(theirs_lm_dir)!r}, "
+                "prefill_lengths=[32, 128, 512], cache_length=1024, "
+                "quantization_recipe='dynamic_wi8_afp32', bundle_litert_lm=True)")
+        run_measured([sys.executable, "-c", code], cwd=str(work), log_path=str(work / "export_hf.log"))
+    theirs_lm = next(theirs_lm_dir.rglob("*.litertlm"))
+    theirs_bundle = work / "genai_builder_int4"
+    if not (theirs_bundle / "model.onnx").exists():
+        run_measured([sys.executable, str(HERE / "genai_builder_gemma3.py"), "-i", str(checkpoint),
+                      "-o", str(theirs_bundle), "-p", "int4", "-e", "cpu"], cwd=str(work),
+                     log_path=str(work / "genai_builder.log"))
+
+    pairs = [("LiteRT-LM int8", "litertlm", ours_lm / "model.litertlm", theirs_lm),
+             ("onnxruntime-genai int4", "genai", ours_bundle, theirs_bundle)]
+    rows = []
+    for label, kind, ours, theirs in pairs:
+        a = measure(kind, ours, args.reps, args.prefill, args.decode)
+        b = measure(kind, theirs, args.reps, args.prefill, args.decode)
+        rows.append((label, a, b, size_mib(ours), size_mib(theirs)))
+    print(f"\n{THREADS} threads, prompt {args.prefill} tokens, {args.decode} decode tokens, "
+          f"median of {args.reps} runs, each in a fresh process")
+    print("| engine | ours MiB | theirs MiB | prefill tok/s ours | theirs | ratio | "
+          "decode tok/s ours | theirs | ratio | peak RSS MiB ours | theirs |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for label, a, b, sa, sb in rows:
+        print(f"| {label} | {sa:.0f} | {sb:.0f} | {a['prefill_tps']:.0f} | {b['prefill_tps']:.0f} | "
+              f"{a['prefill_tps'] / b['prefill_tps']:.2f} | {a['decode_tps']:.1f} | "
+              f"{b['decode_tps']:.1f} | {a['decode_tps'] / b['decode_tps']:.2f} | "
+              f"{a['peak_rss_mib']:.0f} | {b['peak_rss_mib']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
