@@ -95,6 +95,19 @@ def _model_sha(manifest: dict) -> str:
     return manifest["files"][manifest["model_file"]]["sha256"]
 
 
+def _child(*argv: str) -> None:
+    """Run one CLI stage in its own process: converters keep GBs alive after they finish
+    (litert-torch), and a build that exported in-process ran out of memory at its checks."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "gemma_edge", *argv], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+    if proc.returncode:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise GemmaEdgeError(f"build stage `gemma-edge {argv[0]}` failed: {tail}")
+
+
 def run_build(spec: BuildSpec, *, progress: bool = True) -> dict[str, Any]:
     from gemma_edge.sources import load_source
     from quantization.recipes import RECIPES
@@ -127,13 +140,8 @@ def run_build(spec: BuildSpec, *, progress: bool = True) -> dict[str, Any]:
         current = _manifest(target)
         fresh = bool(current) and current["inputs"].get("source_sha256") == source_sha
 
-        def export(fmt=fmt, target=target):
-            import importlib
-
-            from gemma_edge.cli import EXPORTERS
-
-            module, func = EXPORTERS[fmt]
-            getattr(importlib.import_module(module), func)(ref(), target, overwrite=True)
+        def export(fmt=fmt):
+            _child("export", spec.source, "--format", fmt, "--out", str(spec.out), "--overwrite")
 
         stage(f"export {fmt}", target, fresh, export)
         artifacts.append(target)
@@ -148,10 +156,8 @@ def run_build(spec: BuildSpec, *, progress: bool = True) -> dict[str, Any]:
                 and current.get("recipe") == recipe
 
             def quantize(fmt=fmt, recipe=recipe, qtarget=qtarget):
-                from quantization.quantize import quantize_export
-
-                quantize_export(spec.out / fmt, qtarget, recipe, ref=ref(), overwrite=True,
-                                progress=progress)
+                _child("quantize", str(spec.out / fmt), "--recipe", recipe, "--out", str(qtarget),
+                       "--overwrite", *([] if progress else ["-q"]))
 
             stage(f"quantize {fmt} {recipe}", qtarget, fresh, quantize)
             artifacts.append(qtarget)
