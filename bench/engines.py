@@ -31,10 +31,6 @@ PROMPT = "The history of the printing press begins long before Gutenberg. " * 60
 
 
 def _child(kind: str, path: str, prefill: int, decode: int) -> dict:
-    import time
-
-    import numpy as np
-
     sys.path.insert(0, str(HERE.parent))
     from gemma_edge.artifacts import peak_rss_bytes
 
@@ -51,22 +47,13 @@ def _child(kind: str, path: str, prefill: int, decode: int) -> dict:
     else:
         from tokenizers import Tokenizer
 
+        from runtime_check.engines import genai_timing
         from runtime_check.genai_runner import GenaiRunner
 
         runner = GenaiRunner(path, threads=THREADS, max_length=1024)
         ids = [2, *Tokenizer.from_file(str(Path(path) / "tokenizer.json")).encode(
             PROMPT, add_special_tokens=False).ids][:prefill]
-        runner.prefill_last(ids[:16])
-        runner.reset()
-        t0 = time.perf_counter()
-        logits = runner.prefill_last(ids)
-        t1 = time.perf_counter()
-        token = int(np.argmax(logits))
-        for _ in range(decode):
-            token = int(np.argmax(runner.decode(token)))
-        t2 = time.perf_counter()
-        out = {"prefill_tps": len(ids) / (t1 - t0), "decode_tps": decode / (t2 - t1),
-               "ttft_s": t1 - t0}
+        out = genai_timing(runner, ids, decode)
     out["peak_rss_mib"] = peak_rss_bytes() / 2**20
     return out
 

@@ -159,10 +159,28 @@ def benchmark(package_dir: str | Path, *, prefill_tokens: int = 128, decode_toke
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _bench_child(spec: dict) -> dict[str, Any]:
+def genai_timing(runner, ids: list[int], decode: int) -> dict[str, Any]:
+    """TTFT, prefill and decode tokens/s of one greedy run in onnxruntime-genai (after a
+    short warm-up): the prompt goes in one append, as an app would send it."""
     import time
 
     import numpy as np
+
+    runner.prefill_last(ids[:16])
+    runner.reset()
+    t0 = time.perf_counter()
+    logits = runner.prefill_last(ids)
+    t1 = time.perf_counter()
+    token = int(np.argmax(logits))
+    for _ in range(decode):
+        token = int(np.argmax(runner.decode(token)))
+    t2 = time.perf_counter()
+    return {"prompt_tokens": len(ids), "ttft_s": t1 - t0, "prefill_tps": len(ids) / (t1 - t0),
+            "decode_tokens": decode, "decode_tps": decode / (t2 - t1)}
+
+
+def _bench_child(spec: dict) -> dict[str, Any]:
+    import time
 
     from gemma_edge.artifacts import peak_rss_bytes
 
@@ -185,19 +203,8 @@ def _bench_child(spec: dict) -> dict[str, Any]:
                       decode_tps=info.last_decode_tokens_per_second)
     else:
         ids = [engine.bos, *engine.tokenize(text)][: spec["prefill"]]
-        runner = engine.runner
-        runner.prefill_last(ids[:16])  # warm-up
-        runner.reset()
-        t0 = time.perf_counter()
-        logits = runner.prefill_last(ids)
-        t1 = time.perf_counter()
-        token = int(np.argmax(logits))
-        for _ in range(spec["decode"]):
-            token = int(np.argmax(runner.decode(token)))
-        t2 = time.perf_counter()
+        result.update(genai_timing(engine.runner, ids, spec["decode"]))
         engine.close()
-        result.update(prompt_tokens=len(ids), ttft_s=t1 - t0, prefill_tps=len(ids) / (t1 - t0),
-                      decode_tokens=spec["decode"], decode_tps=spec["decode"] / (t2 - t1))
     result["peak_rss_mib"] = round(peak_rss_bytes() / 2**20, 1)
     return result
 

@@ -92,6 +92,7 @@ def test_tampered_package_is_refused(tmp_path, packaged, fmt, capsys):
     data = bytearray(model.read_bytes())
     data[len(data) // 2] ^= 0xFF
     model.write_bytes(bytes(data))
+    capsys.readouterr()  # whatever building the fixture printed
     for argv in (["run", str(copy), "--prompt", "hi"], ["bench", str(copy)]):
         assert main([*argv, "-q"]) == 2
         err = capsys.readouterr().err
