@@ -19,7 +19,6 @@ Afterwards the result is checked: every weight we decided must now be an integer
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import mmap
 from pathlib import Path
@@ -28,7 +27,7 @@ import numpy as np
 
 from gemma_edge.errors import GemmaEdgeError
 from quantization.recipes import HEAD, Recipe
-from quantization.weights import QuantizedWeight
+from quantization.weights import QuantizedWeight, weight_hash
 
 log = logging.getLogger("gemma_edge")
 
@@ -77,11 +76,11 @@ def match_weights(data, weights: dict[str, QuantizedWeight]) -> dict[int, tuple[
     by_hash = {qw.float_hash: qw for qw in weights.values()}
     found = {}
     for index, (offset, length, shape) in weight_tensors(data).items():
-        qw = by_hash.get(hashlib.sha1(data[offset:offset + length]).hexdigest())
+        array = np.frombuffer(data[offset:offset + length], dtype=np.float32).reshape(shape)
+        qw = by_hash.get(weight_hash(array))
         if qw is not None and qw.codes.shape == shape:
             found[index] = (qw, 1.0)
             continue
-        array = np.frombuffer(data[offset:offset + length], dtype=np.float32).reshape(shape)
         for candidate in weights.values():
             factor = candidate.scale_of(array)
             if factor is not None:
@@ -155,7 +154,7 @@ def _aeq_recipe(recipe: Recipe, weights: dict[str, QuantizedWeight], head_names:
 
 
 def quantize_tflite(src_dir: Path, dst_dir: Path, weights: dict[str, QuantizedWeight],
-                    recipe: Recipe, **_unused) -> dict:
+                    recipe: Recipe) -> dict:
     from ai_edge_quantizer import quantizer
 
     if recipe.activations["tflite"] not in ("float", "dynamic-int8"):

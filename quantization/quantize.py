@@ -63,8 +63,7 @@ def quantize_export(export_dir: str | Path, out_dir: str | Path, recipe_name: st
         else:
             from quantization.litert_backend import quantize_tflite
 
-            stats = quantize_tflite(export_dir, tmp, weights, recipe, ref=ref,
-                                    calibration=calibration)
+            stats = quantize_tflite(export_dir, tmp, weights, recipe)
             packages = ("ai-edge-quantizer", "ai-edge-litert")
         for name in _COPIED:
             if (export_dir / name).is_file():
