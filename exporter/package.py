@@ -53,6 +53,8 @@ def token_metadata(artifact: Path, family_name: str) -> dict[str, Any]:
 def _litertlm(artifact: Path, tmp: Path, manifest: dict, tokens: dict) -> list[str]:
     from litert_lm_builder import litertlm_builder as lb
 
+    from exporter.prefill_trim import strip_prefill_logits
+
     graph = manifest.get("graph", {})
     cache = graph.get("cache_length") or 1024
     model_type = "gemma3 {}" if manifest["inputs"]["family"] == "gemma3_text" else "generic_model {}"
@@ -65,11 +67,17 @@ def _litertlm(artifact: Path, tmp: Path, manifest: dict, tokens: dict) -> list[s
     template = artifact / "chat_template.jinja"
     it = manifest["inputs"].get("variant") == "it"
     builder.add_llm_metadata(str(meta), jinja_prompt_template_path=str(template) if it else None)
-    builder.add_tflite_model(str(artifact / manifest["model_file"]), lb.TfLiteModelType.PREFILL_DECODE)
+    # LiteRT-LM never reads prefill logits: package the model without them (prefill_trim.py)
+    trimmed = tmp / "prefill_decode.tflite"
+    removed = strip_prefill_logits(artifact / manifest["model_file"], trimmed)
+    log.info("prefill signatures without logits: %s ops removed",
+             ", ".join(f"{k} {v}" for k, v in removed.items()) or "no")
+    builder.add_tflite_model(str(trimmed), lb.TfLiteModelType.PREFILL_DECODE)
     builder.add_hf_tokenizer(str(artifact / "tokenizer.json"))
     with open(tmp / LITERTLM_FILE, "wb") as fh:
         builder.build(fh)
     meta.unlink()
+    trimmed.unlink()
     return [LITERTLM_FILE]
 
 

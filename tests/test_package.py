@@ -114,3 +114,38 @@ def test_package_cli(tmp_path, tiny_export, capsys):
     assert main(["bench", str(out), "--prefill-tokens", "16", "--decode-tokens", "4", "--json"]) == 0
     bench = json.loads(capsys.readouterr().out)
     assert bench["decode_tps"] > 0 and bench["peak_rss_mib"] > 0
+
+
+@pytest.mark.parametrize("name", ["gemma2", "gemma3_text"])
+def test_packaged_prefill_has_no_logits_and_the_same_kv_cache(tmp_path, tiny_export, name):
+    """LiteRT-LM never reads prefill logits: the package drops them and the ops only they
+    needed; every signature's remaining outputs stay bit-identical."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    from exporter.prefill_trim import strip_prefill_logits
+
+    src, _ = tiny_export("tflite", name)
+    removed = strip_prefill_logits(src / "model.tflite", tmp_path / "trimmed.tflite")
+    assert removed and all(n > 2 for n in removed.values())  # at least the final norm and head
+    full, trimmed = Interpreter(str(src / "model.tflite")), Interpreter(str(tmp_path / "trimmed.tflite"))
+    rng = np.random.default_rng(0)
+    for key in full.get_signature_list():
+        a, b = full.get_signature_runner(key), trimmed.get_signature_runner(key)
+        feed = {}
+        for input_name, d in a.get_input_details().items():
+            shape = d["shape"]
+            if input_name == "tokens":
+                feed[input_name] = rng.integers(3, 100, shape).astype(d["dtype"])
+            elif input_name == "input_pos":
+                feed[input_name] = np.arange(shape[0]).astype(d["dtype"])
+            elif input_name == "mask":
+                t, c = shape[-2], shape[-1]
+                causal = np.where(np.arange(c)[None] <= np.arange(t)[:, None], 0, -1e30)
+                feed[input_name] = causal.reshape(shape).astype(d["dtype"])
+            else:  # KV caches
+                feed[input_name] = rng.standard_normal(shape).astype(d["dtype"])
+        got, expect = b(**feed), a(**feed)
+        assert set(expect) - set(got) == ({"logits"} if key.startswith("prefill") else set())
+        for out_name in got:
+            np.testing.assert_array_equal(got[out_name], expect[out_name])
