@@ -27,7 +27,11 @@ _COPIED = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
 
 def quantize_export(export_dir: str | Path, out_dir: str | Path, recipe_name: str, *,
                     calibration: str | None = None, calibration_tokens: int = 4096, ref=None,
-                    overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+                    overwrite: bool = False, progress: bool = True,
+                    onnx_accuracy_level: int | None = None) -> dict[str, Any]:
+    """`onnx_accuracy_level` overrides the recipe's (4 = int8 activations in the kernel,
+    0 = float activations: slow for 8 bits, but exact, which is how tests prove the
+    runtime executes our grid)."""
     from gemma_edge.sources import load_source
     from quantization.recipes import get_recipe
     from quantization.weights import quantize_weights
@@ -58,6 +62,7 @@ def quantize_export(export_dir: str | Path, out_dir: str | Path, recipe_name: st
             from quantization.onnx_backend import quantize_onnx
 
             level = 0 if recipe.activations["onnx"] == "float" else 4
+            level = level if onnx_accuracy_level is None else onnx_accuracy_level
             stats = quantize_onnx(export_dir, tmp, weights, accuracy_level=level)
             packages = ("onnx", "onnxruntime")
         else:
@@ -76,7 +81,8 @@ def quantize_export(export_dir: str | Path, out_dir: str | Path, recipe_name: st
             extra={"format": fmt, "recipe": recipe.name, "model_file": manifest["model_file"],
                    "graph": manifest.get("graph", {}), "notes": manifest.get("notes", []),
                    "quantization": {
-                       "doc": recipe.doc, "activations": recipe.activations[fmt],
+                       "doc": recipe.doc,
+                       "activations": "float" if fmt == "onnx" and level == 0 else recipe.activations[fmt],
                        "body": {"grid": _grid_label(weights, head=False), "method": recipe.body.method},
                        "head": {"grid": _grid_label(weights, head=True), "method": recipe.head.method},
                        "calibration": (calibration or "builtin:calibration") if recipe.calibrated else None,

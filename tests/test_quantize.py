@@ -36,14 +36,14 @@ def quantized(tmp_path_factory, tiny, tiny_export):
 
     cache = {}
 
-    def get(fmt, name, recipe):
-        if (fmt, name, recipe) not in cache:
+    def get(fmt, name, recipe, onnx_level=None):
+        if (fmt, name, recipe, onnx_level) not in cache:
             src, _ = tiny_export(fmt, name)
             out = tmp_path_factory.mktemp("q") / f"{fmt}-{recipe}"
             manifest = quantize_export(src, out, recipe, ref=tiny(name), progress=False,
-                                       calibration_tokens=1024)
-            cache[fmt, name, recipe] = (out, manifest)
-        return cache[fmt, name, recipe]
+                                       calibration_tokens=1024, onnx_accuracy_level=onnx_level)
+            cache[fmt, name, recipe, onnx_level] = (out, manifest)
+        return cache[fmt, name, recipe, onnx_level]
 
     return get
 
@@ -83,9 +83,12 @@ def test_recipe_runs_within_its_bound(tiny, quantized, name, fmt, recipe):
                                         ("tflite", "int8"), ("tflite", "int8-calibrated")])
 def test_runtime_executes_exactly_our_grid(tiny, quantized, name, fmt, recipe):
     """Float activations: the artifact equals torch with our dequantized weights (RTN and
-    GPTQ codes alike; for LiteRT that proves ai-edge-quantizer reproduced our codes)."""
+    GPTQ codes alike; for LiteRT that proves ai-edge-quantizer reproduced our codes). ONNX
+    int8 runs at accuracy level 4 (int8 activations); the same codes and scales written at
+    level 0 (float activations) show the grid exactly."""
     ref = tiny(name)
-    out, _ = quantized(fmt, name, recipe)
+    out, manifest = quantized(fmt, name, recipe, 0 if fmt == "onnx" else None)
+    assert manifest["quantization"]["activations"] == "float"
     ids = ref.encode(TEXT)
     expect = teacher_forced_logits(TorchRunner(_fake_quantized(ref, recipe, fmt)), ids, 8)
     runner = open_runner(out)
