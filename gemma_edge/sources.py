@@ -46,6 +46,8 @@ class ReferenceModel:
     load_seconds: float
     from_cache: bool = False
     notes: list[str] = field(default_factory=list)
+    # results of reference runs that several checks of one build share (runtime_check.check)
+    memo: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def config(self):

@@ -28,6 +28,17 @@ DEFAULT_PROMPTS = (
 )
 
 
+def _memo(ref: ReferenceModel, key: tuple, compute, replace: str | None = None):
+    """`compute()` once per reference model and key; `replace` keeps one entry of that kind
+    (the reference logits of a 512-token text over a 262k vocabulary are 0.5 GB)."""
+    if key not in ref.memo:
+        if replace:
+            for old in [k for k in ref.memo if k[0] == replace]:
+                del ref.memo[old]
+        ref.memo[key] = compute()
+    return ref.memo[key]
+
+
 def check_artifact(artifact: str | Path, ref: ReferenceModel, *, text: str,
                    max_tokens: int = 512, prefill_tokens: int = 128, greedy_tokens: int = 32,
                    prompts: tuple[str, ...] = DEFAULT_PROMPTS, gates_file: str | None = None,
@@ -51,7 +62,9 @@ def check_artifact(artifact: str | Path, ref: ReferenceModel, *, text: str,
     log.info("parity over %d tokens (prefill %d, then %d decode steps)", len(ids), split,
              len(ids) - split)
     reference = TorchRunner(ref.model, threads=threads)
-    ref_logits = teacher_forced_logits(reference, ids, split)
+    # the reference's side is the same for every artifact a build checks: computed once
+    ref_logits = _memo(ref, ("logits", tuple(ids), split),
+                       lambda: teacher_forced_logits(reference, ids, split), replace="logits")
     art_logits = teacher_forced_logits(runner, ids, split)
     metrics = parity_metrics(ref_logits, art_logits, ids)
     del ref_logits, art_logits
@@ -59,7 +72,8 @@ def check_artifact(artifact: str | Path, ref: ReferenceModel, *, text: str,
     greedy = []
     for prompt in prompts:
         prompt_ids = ref.encode(prompt)
-        expect = list(greedy_generate(reference, prompt_ids, greedy_tokens))
+        expect = _memo(ref, ("greedy", tuple(prompt_ids), greedy_tokens),
+                       lambda ids=prompt_ids: list(greedy_generate(reference, ids, greedy_tokens)))
         got = list(greedy_generate(runner, prompt_ids, greedy_tokens))
         greedy.append({"prompt": prompt, "match": greedy_match_length(expect, got),
                        "of": len(expect), "reference": ref.tokenizer.decode(expect),

@@ -135,3 +135,21 @@ def test_metrics_are_finite_numbers_in_report(build):
     report = json.loads((build / "onnx" / "check" / "report.json").read_text())
     values = [v for v in report["metrics"].values() if isinstance(v, float)]
     assert values and np.isfinite(values).all()
+
+
+def test_reference_side_is_computed_once_per_text(tiny, tiny_export):
+    """A build checks several artifacts of one model: the reference logits and greedy
+    continuations are shared, and only the latest text's logits are kept."""
+    from runtime_check.check import check_artifact
+
+    ref = tiny("gemma3_text")
+    ref.memo.clear()
+    src, _ = tiny_export("onnx", "gemma3_text")
+    text = "The quick brown fox jumps over the lazy dog. " * 4
+    first = check_artifact(src, ref, text=text, greedy_tokens=4, latency=False)
+    cached = ref.memo[next(k for k in ref.memo if k[0] == "logits")]
+    second = check_artifact(src, ref, text=text, greedy_tokens=4, latency=False)
+    assert ref.memo[next(k for k in ref.memo if k[0] == "logits")] is cached  # not recomputed
+    assert first["metrics"]["kld_mean"] == second["metrics"]["kld_mean"] < 1e-6
+    check_artifact(src, ref, text=text + "Again.", greedy_tokens=4, latency=False)
+    assert sum(k[0] == "logits" for k in ref.memo) == 1
