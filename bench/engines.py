@@ -8,8 +8,8 @@ Same machine, same run, 2 threads, each measurement in its own child process (pe
 is the engine's), median of N runs. Prints prefill and decode tokens/s, size, and the
 ratios ours/theirs.
 
-usage: python bench/engines.py --build build [--ours-int8 tflite-int8-calibrated]
-       [--ours-int4 onnx-int4-calibrated] [--reps 3]
+usage: python bench/engines.py --build build [--ours-int8 tflite-int8-dynamic]
+       [--ours-int4 onnx-int4-all-calibrated] [--reps 3]
 """
 
 from __future__ import annotations
@@ -82,8 +82,8 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--build", required=True)
-    parser.add_argument("--ours-int8", default="tflite-int8-calibrated")
-    parser.add_argument("--ours-int4", default="onnx-int4-calibrated")
+    parser.add_argument("--ours-int8", default="tflite-int8-dynamic")
+    parser.add_argument("--ours-int4", default="onnx-int4-all-calibrated")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--prefill", type=int, default=128)
     parser.add_argument("--decode", type=int, default=64)

@@ -9,7 +9,8 @@ Spec (TOML):
     source   = "builtin:gemma3-270m"
     out      = "build"
     formats  = ["onnx", "tflite"]
-    recipes  = ["int8-calibrated", "int4-calibrated"]   # per format, where offered
+    recipes  = ["int8-calibrated", "int4-calibrated"]   # every format, where offered
+    # or per format:  [recipes]  onnx = ["int8-calibrated"]  tflite = ["int8-dynamic"]
     gates    = "my-gates.json"                          # optional
     package  = true                                      # .litertlm / ONNX bundle per artifact
     [check]
@@ -39,7 +40,7 @@ class BuildSpec:
     source: str
     out: Path
     formats: list[str]
-    recipes: list[str]
+    recipes: dict[str, list[str]]  # format -> recipes
     gates: str | None = None
     package: bool = True
     check: dict[str, Any] = field(default_factory=dict)
@@ -64,7 +65,7 @@ class BuildSpec:
         base = path.parent
         spec = cls(source=data["source"], out=base / data.get("out", "build"),
                    formats=list(data.get("formats", ["onnx", "tflite"])),
-                   recipes=list(data.get("recipes", [])),
+                   recipes=_recipes_by_format(data.get("recipes", []), data.get("formats")),
                    gates=str(base / data["gates"]) if data.get("gates") else None,
                    package=bool(data.get("package", True)), check=dict(data.get("check", {})))
         spec.validate()
@@ -76,7 +77,11 @@ class BuildSpec:
         bad = [f for f in self.formats if f not in KIND]
         if bad or not self.formats:
             raise GemmaEdgeError(f"build spec: unknown format {bad or '(none)'}", "use onnx and/or tflite")
-        unknown = [r for r in self.recipes if r not in RECIPES]
+        unknown = [r for names in self.recipes.values() for r in names if r not in RECIPES]
+        if set(self.recipes) - set(self.formats):
+            raise GemmaEdgeError(f"build spec: recipes for {sorted(set(self.recipes) - set(self.formats))} "
+                                 "but formats are " + ", ".join(self.formats),
+                                 "name only formats the spec builds under [recipes]")
         if unknown:
             raise GemmaEdgeError(f"build spec: unknown recipe {unknown[0]}",
                                  f"use any of: {', '.join(RECIPES)}")
@@ -84,6 +89,19 @@ class BuildSpec:
         if extra:
             raise GemmaEdgeError(f"build spec: unknown [check] keys {', '.join(sorted(extra))}",
                                  "use text, max_tokens, greedy_tokens, latency")
+
+
+def _recipes_by_format(value: Any, formats: Any) -> dict[str, list[str]]:
+    """`recipes` is a list (every format, where offered) or a table of lists per format."""
+    if isinstance(value, dict):
+        if not all(isinstance(v, list) for v in value.values()):
+            raise GemmaEdgeError("build spec: [recipes] values must be lists of recipe names",
+                                 'e.g. onnx = ["int8-calibrated"]')
+        return {fmt: [str(r) for r in names] for fmt, names in value.items()}
+    if not isinstance(value, list):
+        raise GemmaEdgeError("build spec: recipes must be a list or a table per format",
+                             'e.g. recipes = ["int8-calibrated", "int4-calibrated"]')
+    return {fmt: [str(r) for r in value] for fmt in (formats or ["onnx", "tflite"])}
 
 
 def _manifest(path: Path) -> dict | None:
@@ -146,7 +164,7 @@ def run_build(spec: BuildSpec, *, progress: bool = True) -> dict[str, Any]:
         stage(f"export {fmt}", target, fresh, export)
         artifacts.append(target)
         export_sha = _model_sha(_manifest(target))
-        for recipe in spec.recipes:
+        for recipe in spec.recipes.get(fmt, []):
             if fmt in RECIPES[recipe].refused:
                 log.info("[build] %s is not offered for %s (%s)", recipe, fmt, RECIPES[recipe].refused[fmt])
                 continue

@@ -78,7 +78,8 @@ def gptq_quantize(weight: np.ndarray, hessian: np.ndarray, grid: Grid, *,
 
 
 def searched_scales(weight: np.ndarray, energy: np.ndarray, grid: Grid,
-                    shrink: tuple[float, ...] = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75)) -> np.ndarray:
+                    shrink: tuple[float, ...] = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75),
+                    row_chunk: int = 16384) -> np.ndarray:
     """Per-block scales, each the shrink of absmax/qmax with the least input-weighted error.
 
     Clipping a block's extreme values buys resolution for all the others; `energy`
@@ -87,21 +88,24 @@ def searched_scales(weight: np.ndarray, energy: np.ndarray, grid: Grid,
     """
     n, k = weight.shape
     b = grid.block_size(k)
-    w = weight.reshape(n, k // b, b)
-    d = np.asarray(energy, np.float64).reshape(1, k // b, b)
-    absmax = np.abs(w).max(axis=2)
-    best, best_err = None, None
-    for c in shrink:
-        s = round_scale(absmax * c / grid.qmax, grid)
-        q = np.clip(np.rint(w / s[..., None]), -grid.qmax, grid.qmax)
-        err = (((w - q * s[..., None]) ** 2) * d).sum(axis=2)
-        if best is None:
-            best, best_err = s, err
-        else:
-            better = err < best_err
-            best = np.where(better, s, best)
-            best_err = np.where(better, err, best_err)
-    return best.astype(np.float32)
+    d = np.asarray(energy, np.float32).reshape(1, k // b, b)
+    out = np.empty((n, k // b), dtype=np.float32)
+    for r1 in range(0, n, row_chunk):  # float32 in row chunks: the 270M's head is 168M weights
+        w = np.asarray(weight[r1:r1 + row_chunk], np.float32).reshape(-1, k // b, b)
+        absmax = np.abs(w).max(axis=2)
+        best, best_err = None, None
+        for c in shrink:
+            s = round_scale(absmax * c / grid.qmax, grid)
+            q = np.clip(np.rint(w / s[..., None]), -grid.qmax, grid.qmax)
+            err = (np.square(w - q * s[..., None]) * d).sum(axis=2)
+            if best is None:
+                best, best_err = s, err
+            else:
+                better = err < best_err
+                best = np.where(better, s, best)
+                best_err = np.where(better, err, best_err)
+        out[r1:r1 + row_chunk] = best
+    return out
 
 
 def _upper_cholesky_of_inverse(h: np.ndarray) -> np.ndarray:

@@ -39,6 +39,18 @@ def _memo(ref: ReferenceModel, key: tuple, compute, replace: str | None = None):
     return ref.memo[key]
 
 
+def _release_memory() -> None:
+    """Hand freed heap back to the OS (glibc keeps it otherwise), so a child process can use it."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def check_artifact(artifact: str | Path, ref: ReferenceModel, *, text: str,
                    max_tokens: int = 512, prefill_tokens: int = 128, greedy_tokens: int = 32,
                    prompts: tuple[str, ...] = DEFAULT_PROMPTS, gates_file: str | None = None,
@@ -79,6 +91,8 @@ def check_artifact(artifact: str | Path, ref: ReferenceModel, *, text: str,
                        "of": len(expect), "reference": ref.tokenizer.decode(expect),
                        "artifact": ref.tokenizer.decode(got)})
     runner.close()
+    del runner
+    _release_memory()  # the latency child needs it: LiteRT weight-only int8 peaks at 13 GB
     timing = None
     if latency:
         from runtime_check.latency import measure_latency

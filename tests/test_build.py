@@ -45,11 +45,31 @@ def test_build_exits_3_when_a_gate_fails_after_writing_everything(tmp_path, caps
 def test_bad_specs_are_one_line_errors(tmp_path, capsys):
     cases = [("nope.toml", "does not exist"),
              ("bad.toml", "not valid TOML"), ("keys.toml", "unknown keys: colour"),
-             ("recipe.toml", "unknown recipe int3")]
+             ("recipe.toml", "unknown recipe int3"), ("table.toml", "unknown recipe int3"),
+             ("format.toml", "recipes for ['tflite'] but formats are onnx"),
+             ("value.toml", "must be lists of recipe names"), ("type.toml", "must be a list or a table")]
     (tmp_path / "bad.toml").write_text("source = \n")
     (tmp_path / "keys.toml").write_text('source = "tiny:gemma"\ncolour = 1\n')
     (tmp_path / "recipe.toml").write_text('source = "tiny:gemma"\nrecipes = ["int3"]\n')
+    (tmp_path / "table.toml").write_text('source = "tiny:gemma"\nrecipes = {onnx = ["int3"]}\n')
+    (tmp_path / "format.toml").write_text('source = "tiny:gemma"\nformats = ["onnx"]\n'
+                                          'recipes = {tflite = ["int8"]}\n')
+    (tmp_path / "value.toml").write_text('source = "tiny:gemma"\nrecipes = {onnx = "int8"}\n')
+    (tmp_path / "type.toml").write_text('source = "tiny:gemma"\nrecipes = "int8"\n')
     for name, message in cases:
         assert main(["build", str(tmp_path / name), "-q"]) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_recipes_per_format(tmp_path):
+    from gemma_edge.pipeline import BuildSpec
+
+    table = tmp_path / "table.toml"
+    table.write_text('source = "tiny:gemma"\nformats = ["onnx", "tflite"]\n[recipes]\n'
+                     'onnx = ["int8-calibrated"]\ntflite = ["int8-dynamic", "int4-calibrated"]\n')
+    assert BuildSpec.load(table).recipes == {"onnx": ["int8-calibrated"],
+                                             "tflite": ["int8-dynamic", "int4-calibrated"]}
+    listed = tmp_path / "list.toml"
+    listed.write_text('source = "tiny:gemma"\nrecipes = ["int8"]\n')
+    assert BuildSpec.load(listed).recipes == {"onnx": ["int8"], "tflite": ["int8"]}
