@@ -11,9 +11,12 @@ of the prefill's work. `strip_prefill_logits` drops the `logits` output of every
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+log = logging.getLogger("gemma_edge")
 LOGITS = "logits"
+FLATBUFFER_LIMIT = 2**31 - 2**26  # flatbuffers address 2 GiB; keep room for the graph
 
 
 def strip_prefill_logits(src: str | Path, dst: str | Path) -> dict[str, int]:
@@ -21,9 +24,22 @@ def strip_prefill_logits(src: str | Path, dst: str | Path) -> dict[str, int]:
 
     Returns ops removed per signature. A model without prefill logits is copied as is.
     """
+    import shutil
+
+    import numpy as np
     from ai_edge_litert.tools import flatbuffer_utils
 
+    if Path(src).stat().st_size > FLATBUFFER_LIMIT:
+        log.warning("note: %s is too large to rewrite in one flatbuffer; its prefill signatures "
+                    "keep their logits", src)
+        shutil.copyfile(src, dst)
+        return {}
     model = flatbuffer_utils.read_model(Path(src))
+    for buffer in model.buffers or []:
+        # weights stored after the flatbuffer (offset buffers, as ai-edge-quantizer writes
+        # them) come back as memoryviews, which the generated Pack() copies byte by byte
+        if buffer.data is not None and not isinstance(buffer.data, np.ndarray):
+            buffer.data = np.frombuffer(buffer.data, dtype=np.uint8)
     removed: dict[str, int] = {}
     for sig in model.signatureDefs or []:
         key = sig.signatureKey.decode() if isinstance(sig.signatureKey, bytes) else sig.signatureKey

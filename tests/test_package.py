@@ -116,16 +116,24 @@ def test_package_cli(tmp_path, tiny_export, capsys):
     assert bench["decode_tps"] > 0 and bench["peak_rss_mib"] > 0
 
 
-@pytest.mark.parametrize("name", ["gemma2", "gemma3_text"])
-def test_packaged_prefill_has_no_logits_and_the_same_kv_cache(tmp_path, tiny_export, name):
+@pytest.mark.parametrize("name,recipe", [("gemma2", None), ("gemma3_text", None),
+                                         ("gemma3_text", "int8-dynamic")])
+def test_packaged_prefill_has_no_logits_and_the_same_kv_cache(tmp_path, tiny, tiny_export, name, recipe):
     """LiteRT-LM never reads prefill logits: the package drops them and the ops only they
-    needed; every signature's remaining outputs stay bit-identical."""
+    needed; every signature's remaining outputs stay bit-identical (quantized models too:
+    ai-edge-quantizer stores weights after the flatbuffer)."""
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
 
     from exporter.prefill_trim import strip_prefill_logits
 
     src, _ = tiny_export("tflite", name)
+    if recipe:
+        from quantization.quantize import quantize_export
+
+        quantize_export(src, tmp_path / "q", recipe, ref=tiny(name), progress=False,
+                        calibration_tokens=256)
+        src = tmp_path / "q"
     removed = strip_prefill_logits(src / "model.tflite", tmp_path / "trimmed.tflite")
     assert removed and all(n > 2 for n in removed.values())  # at least the final norm and head
     full, trimmed = Interpreter(str(src / "model.tflite")), Interpreter(str(tmp_path / "trimmed.tflite"))

@@ -1,0 +1,62 @@
+"""Greedy output of every package of a build, in its on-device engine, against PyTorch.
+
+For each package under BUILD/packages (`.litertlm` in the LiteRT-LM engine, ONNX bundles
+in onnxruntime-genai): greedy continuations of the check prompts, and how many leading
+tokens equal the reference's (the engines stream text, so a match is a reference prefix
+whose decoded text the engine's output starts with).
+
+usage: python bench/package_greedy.py --build build [--tokens 32] [--source builtin:gemma3-270m]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def matched_tokens(tokenizer, reference_ids: list[int], text: str) -> int:
+    """Leading reference tokens whose decoded text the engine's text starts with."""
+    n = 0
+    while n < len(reference_ids) and text.startswith(
+            tokenizer.decode(reference_ids[: n + 1], skip_special_tokens=True)):
+        n += 1
+    return n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--build", required=True)
+    parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--source", default="builtin:gemma3-270m")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    sys.path.insert(0, str(HERE.parent))
+    from gemma_edge.sources import load_source
+    from runtime_check.check import DEFAULT_PROMPTS
+    from runtime_check.engines import open_engine
+    from runtime_check.runner import greedy_generate
+    from runtime_check.torch_runner import TorchRunner
+
+    ref = load_source(args.source)
+    torch_runner = TorchRunner(ref.model, threads=2)
+    expected = {p: list(greedy_generate(torch_runner, ref.encode(p), args.tokens,
+                                        stop_ids=ref.stop_token_ids)) for p in DEFAULT_PROMPTS}
+    packages = sorted(Path(args.build, "packages").iterdir())
+    print(f"| package | engine | {' | '.join(repr(p[:24]) for p in DEFAULT_PROMPTS)} |")
+    print("|---|---|" + "---|" * len(DEFAULT_PROMPTS))
+    for package in packages:
+        engine = open_engine(package, threads=2)
+        cells = []
+        for prompt in DEFAULT_PROMPTS:
+            text = "".join(engine.generate(prompt, args.tokens))
+            cells.append(f"{matched_tokens(ref.tokenizer, expected[prompt], text)}/{len(expected[prompt])}")
+        engine.close()
+        print(f"| {package.name} | {engine.name} | {' | '.join(cells)} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
