@@ -74,12 +74,15 @@ def summary_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def format_summary(results: list[dict[str, Any]]) -> str:
-    head = (f"{'artifact':24} {'fmt':6} {'recipe':10} {'MiB':>7} {'KLD':>9} {'top-1':>7} "
+    rows = summary_rows(results)
+    name_w = max([8, *(len(r["artifact"]) for r in rows)])
+    recipe_w = max([6, *(len(r["recipe"]) for r in rows)])
+    head = (f"{'artifact':{name_w}} {'fmt':6} {'recipe':{recipe_w}} {'MiB':>7} {'KLD':>9} {'top-1':>7} "
             f"{'PPLx':>6} {'max|Δl|':>9} {'greedy':>7} {'TTFT ms':>8} {'dec t/s':>8}  result")
     lines = [head]
-    for row in summary_rows(results):
+    for row in rows:
         verdict = "PASS" if row["passed"] else "FAIL: " + "; ".join(row["failed_gates"])
-        lines.append(f"{row['artifact'][:24]:24} {row['format']:6} {row['recipe']:10} "
+        lines.append(f"{row['artifact']:{name_w}} {row['format']:6} {row['recipe']:{recipe_w}} "
                      f"{row['size_mib']:7.1f} {row['kld_mean']:9.2e} {row['top1']:7.2%} "
                      f"{row['ppl_ratio']:6.3f} {row['max_dlogit']:9.2e} {row['greedy']:7.0%} "
                      f"{_fmt(row['ttft_ms'], '8.1f'):>8} {_fmt(row['decode_tps'], '8.1f'):>8}  "
