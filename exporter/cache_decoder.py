@@ -56,6 +56,7 @@ class CacheDecoder(nn.Module):
         self.window = getattr(cfg, "sliding_window", None)
         self.sandwich = family.has("sandwich_norm")
         self.per_layer_rope = family.has("per_layer_rope_theta")
+        self.norm = _rms_norm  # (norm module, x) -> normalized x; the LiteRT layout swaps it
 
     def _rope(self, x: torch.Tensor, position_ids: torch.Tensor, layer_type: str):
         if self.per_layer_rope:
@@ -82,7 +83,7 @@ class CacheDecoder(nn.Module):
         k = attn.k_proj(x).view(bsz, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
         v = attn.v_proj(x).view(bsz, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
         if hasattr(attn, "q_norm"):
-            q, k = _rms_norm(attn.q_norm, q), _rms_norm(attn.k_norm, k)
+            q, k = self.norm(attn.q_norm, q), self.norm(attn.k_norm, k)
         cos, sin = cos_sin
         q, k = _apply_rope(q, cos, sin), _apply_rope(k, cos, sin)
         k, v = update_cache(k, v)  # -> every key/value the new tokens may attend to
@@ -123,17 +124,17 @@ class CacheDecoder(nn.Module):
         for i, layer in enumerate(model.layers):
             kind = self.layer_types[i]
             residual = h
-            a, k, v = self._attention(layer, _rms_norm(layer.input_layernorm, h), rope[kind],
+            a, k, v = self._attention(layer, self.norm(layer.input_layernorm, h), rope[kind],
                                       masks[kind], cache_updater(i))
             present += [k, v]
             if self.sandwich:
-                h = residual + _rms_norm(layer.post_attention_layernorm, a)
-                ff = layer.mlp(_rms_norm(layer.pre_feedforward_layernorm, h))
-                h = h + _rms_norm(layer.post_feedforward_layernorm, ff)
+                h = residual + self.norm(layer.post_attention_layernorm, a)
+                ff = layer.mlp(self.norm(layer.pre_feedforward_layernorm, h))
+                h = h + self.norm(layer.post_feedforward_layernorm, ff)
             else:
                 h = residual + a
-                h = h + layer.mlp(_rms_norm(layer.post_attention_layernorm, h))
-        logits = self.hf.lm_head(_rms_norm(model.norm, h))
+                h = h + layer.mlp(self.norm(layer.post_attention_layernorm, h))
+        logits = self.hf.lm_head(self.norm(model.norm, h))
         if self.final_softcap:
             logits = torch.tanh(logits / self.final_softcap) * self.final_softcap
         return logits, present

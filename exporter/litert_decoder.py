@@ -17,6 +17,15 @@ from torch import nn
 from exporter.cache_decoder import CacheDecoder
 
 
+def rms_norm_composite(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Gemma's RMSNorm as litert-torch's `odml.rms_norm` composite (what export_hf emits):
+    one fused op in LiteRT instead of Mean, Sqrt, Div and Mul, which split the XNNPACK
+    graph at every norm (6 per Gemma 3 layer)."""
+    from litert_torch.generative.layers.normalization import rms_norm_with_hlfb
+
+    return rms_norm_with_hlfb(x, 1.0 + norm.weight.float(), norm.eps, torch.ones((), dtype=x.dtype))
+
+
 def litert_cache_names(num_layers: int) -> list[str]:
     return [f"kv_cache_{kv}_{i}" for i in range(num_layers) for kv in ("k", "v")]
 
@@ -27,6 +36,7 @@ class StaticCacheDecoder(nn.Module):
     def __init__(self, decoder: CacheDecoder, cache_len: int) -> None:
         super().__init__()
         self.decoder = decoder
+        decoder.norm = rms_norm_composite
         self.cache_len = cache_len
         self.names = litert_cache_names(decoder.num_layers)
 
