@@ -56,7 +56,9 @@ class CacheDecoder(nn.Module):
         self.window = getattr(cfg, "sliding_window", None)
         self.sandwich = family.has("sandwich_norm")
         self.per_layer_rope = family.has("per_layer_rope_theta")
-        self.norm = _rms_norm  # (norm module, x) -> normalized x; the LiteRT layout swaps it
+        # the LiteRT layout swaps these two for litert-torch's fused forms (litert_decoder.py)
+        self.norm = _rms_norm  # (norm module, x) -> normalized x
+        self.scores = _scores  # (q, k) -> q kᵀ
 
     def _rope(self, x: torch.Tensor, position_ids: torch.Tensor, layer_type: str):
         if self.per_layer_rope:
@@ -92,7 +94,7 @@ class CacheDecoder(nn.Module):
         # transformers' repeat_kv orders them).
         groups = self.num_heads // self.num_kv_heads
         q = q.reshape(bsz, self.num_kv_heads, groups * seq, self.head_dim)
-        scores = torch.matmul(q, k.transpose(2, 3)) * self.scaling
+        scores = self.scores(q, k) * self.scaling
         if self.attn_softcap:
             scores = torch.tanh(scores / self.attn_softcap) * self.attn_softcap
         total = k.shape[2]
@@ -142,6 +144,10 @@ class CacheDecoder(nn.Module):
     def empty_cache(self, past_len: int = 0) -> list[torch.Tensor]:
         shape = (1, self.num_kv_heads, past_len, self.head_dim)
         return [torch.zeros(shape) for _ in range(2 * self.num_layers)]
+
+
+def _scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    return torch.matmul(q, k.transpose(2, 3))
 
 
 def _rms_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,14 @@ def rms_norm_composite(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return rms_norm_with_hlfb(x, 1.0 + norm.weight.float(), norm.eps, torch.ones((), dtype=x.dtype))
 
 
+def attention_scores(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """q kᵀ as litert-torch's bmm_4d (BATCH_MATMUL reading K as stored): plain matmul with
+    a transposed cache lowered to a FULLY_CONNECTED whose weights are the KV cache."""
+    from litert_torch.generative.custom_ops.bmm_4d import bmm_4d
+
+    return bmm_4d(q, k)
+
+
 def litert_cache_names(num_layers: int) -> list[str]:
     return [f"kv_cache_{kv}_{i}" for i in range(num_layers) for kv in ("k", "v")]
 
@@ -37,6 +45,7 @@ class StaticCacheDecoder(nn.Module):
         super().__init__()
         self.decoder = decoder
         decoder.norm = rms_norm_composite
+        decoder.scores = attention_scores
         self.cache_len = cache_len
         self.names = litert_cache_names(decoder.num_layers)
 
