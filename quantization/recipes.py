@@ -12,15 +12,16 @@ Why the choices (measured on the real 270M, see bench/quantize_matrix.py):
   silently left unquantized by ai-edge-quantizer 0.10), and never channelwise int4
   (output collapses on models this small). onnxruntime runs both as MatMulNBits with
   int8 activations inside the kernel (accuracy level 4).
-- ONNX MatMulNBits needs a power-of-two block >= 16 (K = 640 has no per-channel block).
-  onnxruntime 1.32 has no fast float-activation kernel for 8-bit MatMulNBits: at accuracy
-  level 0 the 270M decoded at 2.6 tok/s (fp32: 24). ONNX int8 therefore runs at level 4
-  (int8 activations, quantized in the kernel per weight block) with small blocks, which
-  isolate Gemma's outlier channels in the activations. GPTQ on the 270M, 512 held-out
-  tokens (body/head block: MiB, KLD, top-1): 32/128: 274, 0.0033, 96.7 %; 32/32: 289,
-  0.0024, 96.7 %; 16/32: 301, 0.0017, 96.9 %; 16/16: 321, 0.0016, 96.9 %; decode 50-57
-  tok/s for all. The body's block matters most: int8 uses 16 for the body, 32 for the
-  head (level 0, block 128: 265 MiB, 0.0014, 97.3 %, but 2.6 tok/s).
+- ONNX MatMulNBits needs a power-of-two block >= 16 (K = 640 has no per-channel block), so
+  the float-activation int8 recipes use block 128. onnxruntime 1.32 has no fast
+  float-activation kernel for 8-bit MatMulNBits: at accuracy level 0 the 270M decoded at
+  2.6 tok/s (fp32: 18-24). `int8-dynamic` is the fast ONNX int8: accuracy level 4 (int8
+  activations, quantized in the kernel per weight block) with small blocks, which keep
+  Gemma's outlier channels apart. GPTQ on the 270M, 512 held-out tokens (body/head block:
+  MiB, KLD, top-1): 32/128: 274, 0.0033, 96.7 %; 32/32: 289, 0.0024, 96.7 %; 16/32: 301,
+  0.0017, 96.9 %; 16/16: 321, 0.0016, 96.9 %; decode 49-57 tok/s for all. The body's block
+  matters most: 16 for the body, 32 for the head (level 0, block 128: 265 MiB, 0.0014,
+  97.3 %, 2.6 tok/s).
 - int4 recipes keep the head at int8 block 128: the head is where 4-bit error lands in
   the logits directly (int4-all-block32 puts it at 4 bits, for comparison), and block 128
   keeps the int4 artifact at the size of the peers' int4.
@@ -73,10 +74,8 @@ class Recipe:
 
 INT8_HEAD = TensorSpec(8, {"tflite": 0, "onnx": 128})
 INT8_HEAD_GPTQ = TensorSpec(8, {"tflite": 0, "onnx": 128}, "gptq")
-# ONNX int8: body block 16, head block 32 (measured on the 270M, see the module doc)
-INT8 = TensorSpec(8, {"tflite": 0, "onnx": 16})
+# ONNX int8-dynamic: body block 16, head block 32 (measured on the 270M, see the module doc)
 INT8_GPTQ = TensorSpec(8, {"tflite": 0, "onnx": 16}, "gptq")
-INT8_HEAD_32 = TensorSpec(8, {"tflite": 0, "onnx": 32})
 INT8_HEAD_32_GPTQ = TensorSpec(8, {"tflite": 0, "onnx": 32}, "gptq")
 
 RECIPES: dict[str, Recipe] = {}
@@ -86,19 +85,18 @@ def _add(recipe: Recipe) -> None:
     RECIPES[recipe.name] = recipe
 
 
-_add(Recipe("int8", "int8 weights (LiteRT per channel with float activations; ONNX block "
-            "16 with int8 activations in the kernel), round to nearest", INT8, INT8_HEAD_32,
-            activations={"tflite": "float", "onnx": "int8-in-kernel"}))
-_add(Recipe("int8-calibrated", "int8 weights with GPTQ rounding on calibration text (LiteRT "
-            "float activations, ONNX int8 activations in the kernel)", INT8_GPTQ, INT8_HEAD_32_GPTQ,
-            activations={"tflite": "float", "onnx": "int8-in-kernel"}))
-_add(Recipe("int8-dynamic", "int8 weights per channel with GPTQ rounding, activations "
-            "quantized to int8 at run time everywhere, the head too: LiteRT-LM's fast path "
-            "(weight-only int8 is dequantized at run time there and decodes slower than fp32)",
+_add(Recipe("int8", "int8 weights (LiteRT per channel, ONNX block 128), float activations, "
+            "round to nearest", TensorSpec(8, {"tflite": 0, "onnx": 128}), INT8_HEAD,
+            activations={"tflite": "float", "onnx": "float"}))
+_add(Recipe("int8-calibrated", "int8 weights with GPTQ rounding on calibration text, float "
+            "activations (the faithful int8: slow on ONNX, see int8-dynamic)",
+            TensorSpec(8, {"tflite": 0, "onnx": 128}, "gptq"), INT8_HEAD_GPTQ,
+            activations={"tflite": "float", "onnx": "float"}))
+_add(Recipe("int8-dynamic", "int8 weights with GPTQ rounding, activations quantized to int8 at "
+            "run time, the head too: the fast int8 in both runtimes (LiteRT per channel, dynamic "
+            "int8; ONNX blocks 16 / head 32 at accuracy level 4)",
             INT8_GPTQ, INT8_HEAD_32_GPTQ, activations={"tflite": "dynamic-int8", "onnx": "int8-in-kernel"},
-            dynamic_head=True,
-            refused={"onnx": "ONNX int8 and int8-calibrated already quantize activations in the "
-                             "kernel; use --recipe int8-calibrated"}))
+            dynamic_head=True))
 _add(Recipe("int8-static", "int8 weights and int16 activations calibrated on text "
             "(ai-edge-quantizer static_wi8_ai16 + calibrate())",
             TensorSpec(8, {"tflite": 0, "onnx": 128}), INT8_HEAD,
