@@ -22,7 +22,7 @@ FLATBUFFER_LIMIT = 2**31 - 2**26  # flatbuffers address 2 GiB; keep room for the
 def strip_prefill_logits(src: str | Path, dst: str | Path) -> dict[str, int]:
     """Write `src` to `dst` with the prefill signatures' logits (and their ops) removed.
 
-    Returns ops removed per signature. A model without prefill logits is copied as is.
+    Returns ops removed per signature (empty when no prefill signature had logits).
     """
     import shutil
 
@@ -42,7 +42,7 @@ def strip_prefill_logits(src: str | Path, dst: str | Path) -> dict[str, int]:
             buffer.data = np.frombuffer(buffer.data, dtype=np.uint8)
     removed: dict[str, int] = {}
     for sig in model.signatureDefs or []:
-        key = sig.signatureKey.decode() if isinstance(sig.signatureKey, bytes) else sig.signatureKey
+        key = _name(sig.signatureKey)
         if not key.startswith("prefill"):
             continue
         names = [_name(t.name) for t in sig.outputs]

@@ -63,9 +63,9 @@ class BuildSpec:
         if "source" not in data:
             raise GemmaEdgeError(f"build spec {path} has no source", 'add source = "builtin:gemma3-270m"')
         base = path.parent
-        spec = cls(source=data["source"], out=base / data.get("out", "build"),
-                   formats=list(data.get("formats", ["onnx", "tflite"])),
-                   recipes=_recipes_by_format(data.get("recipes", []), data.get("formats")),
+        formats = list(data.get("formats", ["onnx", "tflite"]))
+        spec = cls(source=data["source"], out=base / data.get("out", "build"), formats=formats,
+                   recipes=_recipes_by_format(data.get("recipes", []), formats),
                    gates=str(base / data["gates"]) if data.get("gates") else None,
                    package=bool(data.get("package", True)), check=dict(data.get("check", {})))
         spec.validate()
@@ -91,7 +91,7 @@ class BuildSpec:
                                  "use text, max_tokens, greedy_tokens, latency")
 
 
-def _recipes_by_format(value: Any, formats: Any) -> dict[str, list[str]]:
+def _recipes_by_format(value: Any, formats: list[str]) -> dict[str, list[str]]:
     """`recipes` is a list (every format, where offered) or a table of lists per format."""
     if isinstance(value, dict):
         if not all(isinstance(v, list) for v in value.values()):
@@ -101,7 +101,7 @@ def _recipes_by_format(value: Any, formats: Any) -> dict[str, list[str]]:
     if not isinstance(value, list):
         raise GemmaEdgeError("build spec: recipes must be a list or a table per format",
                              'e.g. recipes = ["int8-calibrated", "int4-calibrated"]')
-    return {fmt: [str(r) for r in value] for fmt in (formats or ["onnx", "tflite"])}
+    return {fmt: [str(r) for r in value] for fmt in formats}
 
 
 def _manifest(path: Path) -> dict | None:
