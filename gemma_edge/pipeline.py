@@ -162,6 +162,7 @@ def run_build(spec: BuildSpec, *, progress: bool = True) -> dict[str, Any]:
             "export", spec.source, "--format", fmt, "--out", str(spec.out), "--overwrite"))
         made = [target]
         export_sha = _model_sha(_manifest(target))
+        stale = []
         for recipe in spec.recipes.get(fmt, []):
             if fmt in RECIPES[recipe].refused:
                 log.info("[build] %s is not offered for %s (%s)", recipe, fmt, RECIPES[recipe].refused[fmt])
@@ -170,11 +171,15 @@ def run_build(spec: BuildSpec, *, progress: bool = True) -> dict[str, Any]:
             current = _manifest(qtarget)
             fresh = bool(current) and current["inputs"].get("export_sha256") == export_sha \
                 and current.get("recipe") == recipe
-            stage(f"quantize {fmt} {recipe}", qtarget, fresh,
-                  lambda recipe=recipe, qtarget=qtarget: _child(
-                      "quantize", str(target), "--recipe", recipe, "--out", str(qtarget),
-                      "--overwrite", *([] if progress else ["-q"])))
+            if fresh:
+                stage(f"quantize {fmt} {recipe}", qtarget, True, None)
+            else:
+                stale.append(recipe)
             made.append(qtarget)
+        if stale:  # one process for all (next to the export): calibration collected once
+            names = stale[0] if len(stale) == 1 else "{" + ",".join(stale) + "}"
+            stage(f"quantize {fmt} {','.join(stale)}", spec.out / f"{fmt}-{names}", False, lambda: _child(
+                "quantize", str(target), "--recipe", ",".join(stale), "--overwrite", *([] if progress else ["-q"])))
         return made
 
     # Formats one after the other: run side by side (two chains on 2 cores) the build took

@@ -59,7 +59,8 @@ def calibration_batches(ref, spec: str = DEFAULT_CALIBRATION, *, tokens: int = 4
 def collect_hessians(model, batches: list[list[int]], names: list[str]) -> dict[str, Any]:
     """H = Σ xxᵀ over every token of `batches` for the input of each named Linear.
 
-    Linears reading the same tensor (q/k/v, gate/up) share one matrix.
+    Linears reading the same tensor (q/k/v, gate/up) share one matrix (the same array
+    object, so work derived from it, like GPTQ's inverse, is done once: see gptq.Factors).
     """
     import torch
 
@@ -75,8 +76,9 @@ def collect_hessians(model, batches: list[list[int]], names: list[str]) -> dict[
             continue
 
         def hook(_module, args, key=key):
-            x = args[0].detach().reshape(-1, args[0].shape[-1]).to(torch.float64)
-            h = x.T @ x
+            # float32 within a window (BLAS-fast), float64 across windows
+            x = args[0].detach().reshape(-1, args[0].shape[-1]).float()
+            h = (x.T @ x).to(torch.float64)
             hessians[key] = hessians[key] + h if key in hessians else h
             counts[key] = counts.get(key, 0) + x.shape[0]
 
@@ -88,4 +90,5 @@ def collect_hessians(model, batches: list[list[int]], names: list[str]) -> dict[
     finally:
         for h in hooks:
             h.remove()
-    return {name: (hessians[alias[name]] / counts[alias[name]]).numpy() for name in names}
+    shared = {key: (h / counts[key]).numpy() for key, h in hessians.items()}
+    return {name: shared[alias[name]] for name in names}  # aliases share one array

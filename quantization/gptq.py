@@ -17,28 +17,54 @@ Two constraints keep the result on the grid a runtime executes (see grid.py):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from quantization.grid import Grid, block_scales, expand, round_scale
+from quantization.grid import Grid, block_scales, dequantize, expand, round_scale
 
 
-def gptq_quantize(weight: np.ndarray, hessian: np.ndarray, grid: Grid, *,
-                  damp: float = 0.01, lazy_block: int = 128,
-                  row_chunk: int = 4096, act_order: bool = True,
-                  clip_search: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Codes [N, K] (int8) and scales [N, K/block] minimising ||(W - Ŵ) X||² for H = XᵀX."""
-    w0 = np.asarray(weight, dtype=np.float32)
-    n, k = w0.shape
+@dataclass(frozen=True)
+class Factors:
+    """What GPTQ derives from one Hessian alone: shared by every weight that reads the same
+    input (q/k/v, gate/up) and by every recipe quantizing the model (see weights.py)."""
+
+    perm: np.ndarray  # column order: largest input energy first (act order)
+    hinv: np.ndarray  # float32 upper Cholesky factor of the damped inverse, permuted
+    dead: np.ndarray  # permuted: input channels that never fire
+    energy: np.ndarray  # diag H, original order (the clip search weights errors by it)
+
+
+def gptq_factors(hessian: np.ndarray, *, damp: float = 0.01, act_order: bool = True) -> Factors:
     h = np.array(hessian, dtype=np.float64)
+    k = h.shape[0]
     dead = np.diag(h) == 0
     h[dead, dead] = 1.0
-    if clip_search is None:  # measured: helps 4-bit blocks, hurts 8-bit (too coarse a search)
-        clip_search = grid.bits <= 4
-    scales = searched_scales(w0, np.diag(h), grid) if clip_search else block_scales(w0, grid)
-    b = grid.block_size(k)
+    energy = np.diag(h).copy()
     # act order: the columns with the largest input energy are rounded first, while the
     # most columns remain to absorb their error. Scales and pins stay per original column.
-    perm = np.argsort(-np.diag(h), kind="stable") if act_order else np.arange(k)
+    perm = np.argsort(-energy, kind="stable") if act_order else np.arange(k)
+    h = h[perm][:, perm]
+    h += np.eye(k) * damp * np.mean(np.diag(h))
+    return Factors(perm, _upper_cholesky_of_inverse(h).astype(np.float32), dead[perm], energy)
+
+
+def gptq_quantize(weight: np.ndarray, hessian: np.ndarray | None, grid: Grid, *,
+                  factors: Factors | None = None, damp: float = 0.01, lazy_block: int = 128,
+                  row_chunk: int = 4096, act_order: bool = True,
+                  clip_search: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Codes [N, K] (int8) and scales [N, K/block] minimising ||(W - Ŵ) X||² for H = XᵀX.
+
+    Pass `factors` (gptq_factors of the Hessian) to reuse them; `hessian` is then unused."""
+    w0 = np.asarray(weight, dtype=np.float32)
+    n, k = w0.shape
+    if factors is None:
+        factors = gptq_factors(hessian, damp=damp, act_order=act_order)
+    perm, hinv, dead = factors.perm, factors.hinv, factors.dead
+    if clip_search is None:  # measured: helps 4-bit blocks, hurts 8-bit (too coarse a search)
+        clip_search = grid.bits <= 4
+    scales = searched_scales(w0, factors.energy, grid) if clip_search else block_scales(w0, grid)
+    b = grid.block_size(k)
     inverse = np.argsort(perm)
     # Column-major working layout: column i of W is row i here, contiguous.
     step_t = np.ascontiguousarray(expand(scales, k).T[perm])
@@ -47,11 +73,6 @@ def gptq_quantize(weight: np.ndarray, hessian: np.ndarray, grid: Grid, *,
     pinned[arg, np.arange(n)[:, None]] = True
     pinned_t = np.ascontiguousarray(pinned[perm])
     pin_t = np.ascontiguousarray((np.sign(w0) * grid.qmax).T.astype(np.float32)[perm])
-
-    h = h[perm][:, perm]
-    h += np.eye(k) * damp * np.mean(np.diag(h))
-    hinv = _upper_cholesky_of_inverse(h).astype(np.float32)
-    dead = dead[perm]
 
     codes_t = np.zeros((k, n), dtype=np.float32)
     # Rows of W are independent given H: chunks keep the working set in cache.
@@ -116,12 +137,14 @@ def _upper_cholesky_of_inverse(h: np.ndarray) -> np.ndarray:
 
 def output_error(weight: np.ndarray, codes: np.ndarray, scales: np.ndarray,
                  hessian: np.ndarray, chunk: int = 16384) -> float:
-    """tr(ΔW H ΔWᵀ) / tr(W H Wᵀ): the layer's relative output error on the calibration inputs."""
-    h = np.asarray(hessian, np.float64)
+    """tr(ΔW H ΔWᵀ) / tr(W H Wᵀ): the layer's relative output error on the calibration inputs.
+
+    A diagnostic (the report's per-layer plot): the products run in float32, sums in float64."""
+    h = np.asarray(hessian, np.float32)
     num = den = 0.0
     for r in range(0, weight.shape[0], chunk):
-        w = np.asarray(weight[r:r + chunk], np.float64)
-        delta = w - codes[r:r + chunk].astype(np.float64) * expand(scales[r:r + chunk], w.shape[1])
-        num += float(np.sum((delta @ h) * delta))
-        den += float(np.sum((w @ h) * w))
+        w = np.asarray(weight[r:r + chunk], np.float32)
+        delta = w - dequantize(codes[r:r + chunk], scales[r:r + chunk])
+        num += float(np.sum((delta @ h) * delta, dtype=np.float64))
+        den += float(np.sum((w @ h) * w, dtype=np.float64))
     return num / den

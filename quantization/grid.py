@@ -87,7 +87,11 @@ def quantize_rtn(weight: np.ndarray, grid: Grid) -> tuple[np.ndarray, np.ndarray
 
 
 def dequantize(codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
-    return (codes.astype(np.float32) * expand(scales, codes.shape[1])).astype(np.float32)
+    n, k = codes.shape
+    blocks = scales.shape[1]
+    out = codes.reshape(n, blocks, k // blocks).astype(np.float32)
+    out *= np.asarray(scales, np.float32)[:, :, None]
+    return out.reshape(n, k)
 
 
 def packed_bytes(shape: tuple[int, int], grid: Grid) -> int:

@@ -67,18 +67,16 @@ def quantize_weights(ref, recipe: Recipe, fmt: str, *, calibration: str | None =
     """Every Linear of `ref.model` quantized as `recipe` says for `fmt`."""
     from tqdm import tqdm
 
-    from quantization.calibration import DEFAULT_CALIBRATION, calibration_batches, collect_hessians
-    from quantization.gptq import gptq_quantize, output_error
+    from quantization.calibration import DEFAULT_CALIBRATION
+    from quantization.gptq import gptq_factors, gptq_quantize, output_error
 
     model = ref.model
     modules = dict(model.named_modules())
     names = linear_names(model)
-    hessians = {}
+    hessians, factors = {}, {}
     if recipe.calibrated:
-        batches = calibration_batches(ref, calibration or DEFAULT_CALIBRATION,
-                                      tokens=calibration_tokens)
-        log.info("calibration: %d windows, %d tokens", len(batches), sum(map(len, batches)))
-        hessians = collect_hessians(model, batches, names)
+        hessians, factors = _calibration(ref, calibration or DEFAULT_CALIBRATION,
+                                         calibration_tokens, names)
     out = {}
     for name in tqdm(names, desc=f"quantize {recipe.name}", unit="tensor", disable=not progress,
                      leave=False):
@@ -86,7 +84,10 @@ def quantize_weights(ref, recipe: Recipe, fmt: str, *, calibration: str | None =
         weight = modules[name].weight.detach().float().numpy()
         grid = grid_for(fmt, spec.bits, spec.block(fmt))
         if spec.method == "gptq":
-            codes, scales = gptq_quantize(weight, hessians[name], grid)
+            key = id(hessians[name])  # q/k/v and gate/up share one Hessian array
+            if key not in factors:
+                factors[key] = gptq_factors(hessians[name])
+            codes, scales = gptq_quantize(weight, None, grid, factors=factors[key])
         else:
             codes, scales = quantize_rtn(weight, grid)
         err = output_error(weight, codes, scales, hessians[name]) if name in hessians else None
@@ -94,3 +95,21 @@ def quantize_weights(ref, recipe: Recipe, fmt: str, *, calibration: str | None =
         out[name] = QuantizedWeight(name, grid, codes, scales, spec.method, weight_hash(weight), err,
                                     weight.ravel()[:: _PROBE_STRIDE(weight.size)].copy(), float(delta))
     return out
+
+
+def _calibration(ref, spec: str, tokens: int, names: list[str]) -> tuple[dict, dict]:
+    """Hessians of every Linear's input on the calibration text, and a cache for the GPTQ
+    factors derived from them: computed once per loaded model, so `quantize --recipe a,b`
+    (what a build runs per format) collects and inverts them once for all its recipes."""
+    from quantization.calibration import calibration_batches, collect_hessians
+
+    memo = getattr(ref, "memo", None)
+    key = ("calibration", spec, tokens)
+    if memo is not None and key in memo:
+        return memo[key]
+    batches = calibration_batches(ref, spec, tokens=tokens)
+    log.info("calibration: %d windows, %d tokens", len(batches), sum(map(len, batches)))
+    result = (collect_hessians(ref.model, batches, names), {})
+    if memo is not None:
+        memo[key] = result
+    return result

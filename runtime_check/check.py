@@ -52,10 +52,15 @@ def _release_memory() -> None:
 
 
 def check_artifact(artifact: str | Path, ref: ReferenceModel, *, text: str,
-                   max_tokens: int = 512, prefill_tokens: int = 128, greedy_tokens: int = 32,
+                   max_tokens: int = 512, prefill_tokens: int = 128, decode_tokens: int = 128,
+                   greedy_tokens: int = 32,
                    prompts: tuple[str, ...] = DEFAULT_PROMPTS, gates_file: str | None = None,
                    threads: int | None = 2, latency: bool = True) -> dict[str, Any]:
-    """Teacher-force `text` through reference and artifact, compare, evaluate the gates."""
+    """Teacher-force `text` through reference and artifact, compare, evaluate the gates.
+
+    The text goes in as prefill `prefill_tokens`, `decode_tokens` decode steps, then the
+    rest as a prefill at that offset: both entry points and the cache between them, at
+    a third of the time of decoding everything (decode is one token per model call)."""
     from runtime_check.open_runner import open_runner
     from runtime_check.torch_runner import TorchRunner
 
@@ -71,13 +76,14 @@ def check_artifact(artifact: str | Path, ref: ReferenceModel, *, text: str,
         raise GemmaEdgeError(f"the evaluation text has only {len(ids)} tokens",
                              "pass a longer --text (a few paragraphs)")
     split = min(prefill_tokens, len(ids) // 2)
-    log.info("parity over %d tokens (prefill %d, then %d decode steps)", len(ids), split,
-             len(ids) - split)
+    steps = min(decode_tokens, len(ids) - split)
+    log.info("parity over %d tokens (prefill %d, %d decode steps, then prefill %d)", len(ids),
+             split, steps, len(ids) - split - steps)
     reference = TorchRunner(ref.model, threads=threads)
     # the reference's side is the same for every artifact a build checks: computed once
-    ref_logits = _memo(ref, ("logits", tuple(ids), split),
-                       lambda: teacher_forced_logits(reference, ids, split), replace="logits")
-    art_logits = teacher_forced_logits(runner, ids, split)
+    ref_logits = _memo(ref, ("logits", tuple(ids), split, steps),
+                       lambda: teacher_forced_logits(reference, ids, split, steps), replace="logits")
+    art_logits = teacher_forced_logits(runner, ids, split, steps)
     metrics = parity_metrics(ref_logits, art_logits, ids)
     del ref_logits, art_logits
 
@@ -122,6 +128,7 @@ def check_artifact(artifact: str | Path, ref: ReferenceModel, *, text: str,
         "notes": ref.notes,
         "text_tokens": len(ids),
         "prefill_tokens": split,
+        "decode_tokens": steps,
         "metrics": metrics,
         "greedy": greedy,
         "gates": results,

@@ -135,7 +135,7 @@ def render_html(results: list[dict[str, Any]], *, title: str) -> str:
         sections.append(
             f"<section><h2>{escape(r['name'])} <small>({escape(str(r['format']))}, "
             f"{escape(r['recipe'])})</small></h2><p>{escape(stats)}. "
-            f"{r['text_tokens']} tokens (prefill {r['prefill_tokens']}, then decode).</p>"
+            f"{r['text_tokens']} tokens ({_parity_path(r)}).</p>"
             f"<h3>Gates</h3><ul class=gates>{gates}</ul>"
             f"<div class=plots>"
             f"{svg_plots.histogram(m['kld_per_position'], 'KLD distribution', 'KLD (nats)', log_x=True)}"
@@ -169,3 +169,12 @@ dt{{font-weight:bold}}section{{border-top:2px solid #eee;margin-top:20px}}</styl
 <section><h2>Notes</h2><ul>{''.join(f'<li>{escape(n)}</li>' for n in notes) or '<li>none</li>'}
 </ul><h2>Definitions</h2><dl>{defs}</dl></section></body></html>
 """
+
+
+def _parity_path(r: dict) -> str:
+    """How the text went through the artifact (older reports decoded everything after prefill)."""
+    prefill, steps = r["prefill_tokens"], r.get("decode_tokens")
+    rest = r["text_tokens"] - prefill - (steps or 0)
+    if steps is None or rest <= 0:
+        return f"prefill {prefill}, then decode"
+    return f"prefill {prefill}, {steps} decode steps, then prefill {rest}"

@@ -59,13 +59,19 @@ def greedy_generate(runner: Runner, prompt_ids: Sequence[int], max_new_tokens: i
         logits = runner.decode(token)
 
 
-def teacher_forced_logits(runner: Runner, token_ids: Sequence[int], prefill_len: int) -> np.ndarray:
-    """Logits at every position: prefill the first `prefill_len` tokens, decode the rest one by one.
+def teacher_forced_logits(runner: Runner, token_ids: Sequence[int], prefill_len: int,
+                          decode_steps: int | None = None) -> np.ndarray:
+    """Logits at every position: prefill the first `prefill_len` tokens, decode the next
+    `decode_steps` one by one (default: all the rest), then prefill what is left onto the
+    cache the decode steps wrote.
 
-    This exercises both entry points and the cache between them, which is what an
-    on-device engine does.
+    This exercises both entry points and the cache between them in the order an
+    on-device engine does (a chat's next turn is prefilled after decoding the last).
     """
     runner.reset()
     rows = [runner.prefill(list(token_ids[:prefill_len]))]
-    rows.extend(runner.decode(int(t))[None, :] for t in token_ids[prefill_len:])
+    stop = len(token_ids) if decode_steps is None else min(len(token_ids), prefill_len + decode_steps)
+    rows.extend(runner.decode(int(t))[None, :] for t in token_ids[prefill_len:stop])
+    if stop < len(token_ids):
+        rows.append(runner.prefill(list(token_ids[stop:])))
     return np.concatenate(rows, axis=0)

@@ -20,6 +20,9 @@ def assert_teacher_forced_parity(runner, model, ids, prefill: int, atol: float) 
           f"(prefill {delta[:prefill].max():.2e}, decode {delta[prefill:].max():.2e})")
     assert delta.max() <= atol, f"max |Δlogit| {delta.max():.3g} > {atol}"
     assert (got.argmax(-1) == reference.argmax(-1)).all()
+    # what `check` runs: a few decode steps, then the rest prefilled at that offset
+    mixed = teacher_forced_logits(runner, ids, prefill, decode_steps=2)
+    assert np.abs(mixed - reference).max() <= atol, "prefill after decode steps differs"
     return delta
 
 

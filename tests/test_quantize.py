@@ -166,3 +166,18 @@ def test_check_report_shows_quantized_rows_and_per_layer_error(quantized, capsys
     layers = report.get("layers") or report["artifacts"][0]["layers"]
     assert len(layers) == 29 and layers[-1]["name"] == "lm_head"
     assert all(x["output_error"] > 0 for x in layers)
+
+
+def test_calibration_is_collected_once_per_model(tiny):
+    """`quantize --recipe a,b` (one build's recipes of a format) calibrates once; q/k/v share."""
+    from quantization.weights import quantize_weights
+
+    ref = tiny("gemma3_text")
+    for recipe in ("int4-calibrated", "int8-dynamic"):
+        quantize_weights(ref, RECIPES[recipe], "onnx", progress=False, calibration_tokens=1024)
+    entries = [k for k in ref.memo if k[0] == "calibration"]
+    assert len(entries) == 1
+    hessians, factors = ref.memo[entries[0]]
+    q = "model.layers.0.self_attn.q_proj"
+    assert hessians[q] is hessians[q.replace("q_proj", "v_proj")]
+    assert len(factors) == len({id(h) for h in hessians.values()})
