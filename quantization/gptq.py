@@ -50,7 +50,7 @@ def gptq_factors(hessian: np.ndarray, *, damp: float = 0.01, act_order: bool = T
 
 
 def gptq_quantize(weight: np.ndarray, hessian: np.ndarray | None, grid: Grid, *,
-                  factors: Factors | None = None, damp: float = 0.01, lazy_block: int = 128,
+                  factors: Factors | None = None, damp: float = 0.01, lazy_block: int = 64,
                   row_chunk: int = 4096, act_order: bool = True,
                   clip_search: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Codes [N, K] (int8) and scales [N, K/block] minimising ||(W - Ŵ) X||² for H = XᵀX.
