@@ -56,9 +56,10 @@ class CacheDecoder(nn.Module):
         self.window = getattr(cfg, "sliding_window", None)
         self.sandwich = family.has("sandwich_norm")
         self.per_layer_rope = family.has("per_layer_rope_theta")
-        # the LiteRT layout swaps these two for litert-torch's fused forms (litert_decoder.py)
+        # the LiteRT layout swaps norm and scores for litert-torch's fused forms (litert_decoder.py)
         self.norm = _rms_norm  # (norm module, x) -> normalized x
         self.scores = _scores  # (q, k) -> q kᵀ
+        self.rotate = _apply_rope  # (x, cos, sin) -> x rotated; ONNX swaps in its RotaryEmbedding
 
     def _rope(self, x: torch.Tensor, position_ids: torch.Tensor, layer_type: str):
         if self.per_layer_rope:
@@ -87,7 +88,7 @@ class CacheDecoder(nn.Module):
         if hasattr(attn, "q_norm"):
             q, k = self.norm(attn.q_norm, q), self.norm(attn.k_norm, k)
         cos, sin = cos_sin
-        q, k = _apply_rope(q, cos, sin), _apply_rope(k, cos, sin)
+        q, k = self.rotate(q, cos, sin), self.rotate(k, cos, sin)
         k, v = update_cache(k, v)  # -> every key/value the new tokens may attend to
         # Grouped-query attention without copying K/V per query head: fold each KV
         # head's query group into the sequence axis (head h = kv * groups + g, as

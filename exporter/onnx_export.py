@@ -22,7 +22,7 @@ log = logging.getLogger("gemma_edge")
 
 MODEL_FILE = "model.onnx"
 DATA_FILE = "model.onnx.data"
-OPSET = 20
+OPSET = 23  # RotaryEmbedding became a standard op in 23
 
 
 def export_onnx(ref: ReferenceModel, out_dir: str | Path, *, overwrite: bool = False) -> dict[str, Any]:
@@ -30,7 +30,8 @@ def export_onnx(ref: ReferenceModel, out_dir: str | Path, *, overwrite: bool = F
     require_extra("onnx", {"onnx": "onnx", "onnxscript": "onnxscript", "onnxruntime": "onnxruntime"})
     import torch
 
-    from exporter.cache_decoder import CacheDecoder, cache_names, decoder_facts
+    from exporter.cache_decoder import cache_names, decoder_facts
+    from exporter.onnx_decoder import OnnxCacheDecoder
 
     if "onnx" not in ref.family.exports:
         raise GemmaEdgeError(f"the {ref.family.title} family has no ONNX export path yet")
@@ -38,7 +39,7 @@ def export_onnx(ref: ReferenceModel, out_dir: str | Path, *, overwrite: bool = F
     if out_dir.exists() and not overwrite:
         raise GemmaEdgeError(f"{out_dir} already exists", "pass --overwrite or choose another --out")
     started = time.time()
-    decoder = CacheDecoder(ref.model, ref.family).eval()
+    decoder = OnnxCacheDecoder(ref.model, ref.family).eval()
     num_layers = decoder.num_layers
     past_names, present_names = cache_names(num_layers)
     seq, past = 3, 4  # example sizes: > 1 so torch.export does not specialise them

@@ -4,6 +4,7 @@
   becomes com.microsoft MatMulNBits: B uint8 [N, K/block, block*bits/8] (4-bit codes
   packed two per byte, low nibble first), scales float32 [N, K/block], implicit zero
   point 2**(bits-1), accuracy_level per recipe (4 = int8 activations in the kernel).
+- MatMulNBits that read one activation (q/k/v, gate/up) are stacked into one, then split.
 - The tied embedding shares the LM head's packed bytes: 4-bit through GatherBlockQuantized,
   8-bit through Gather -> Cast -> Sub(128) -> Mul(scale), so the table is stored once.
 """
@@ -98,20 +99,66 @@ def quantize_onnx(src_dir: Path, dst_dir: Path, weights: dict[str, QuantizedWeig
         raise GemmaEdgeError(f"{len(missing)} weights of the source were not found in the ONNX "
                              f"export (first: {missing[0]})",
                              "re-export the model from the same source, then quantize")
+    nodes, packed = _pack_shared_inputs(nodes, new_inits)
     del graph.node[:]
     graph.node.extend(nodes)
     _prune_dead_nodes(graph)  # the Transpose that fed the float LM head
     used = {i for n in graph.node for i in n.input}
     keep = [t for t in graph.initializer if t.name in used]
     del graph.initializer[:]
-    graph.initializer.extend(keep + new_inits)
+    graph.initializer.extend(keep + [t for t in new_inits if t.name in used])  # not the stacked parts
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     dst_dir.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(dst_dir / MODEL_FILE), save_as_external_data=True,
               all_tensors_to_one_file=True, location=DATA_FILE, size_threshold=1024)
     return {"matmulnbits": sum(n.op_type == "MatMulNBits" for n in graph.node),
-            "quantized_weights": len(replaced), "embedding": head_name is not None}
+            "quantized_weights": len(replaced), "packed_groups": packed,
+            "embedding": head_name is not None}
+
+
+def _pack_shared_inputs(nodes: list, new_inits: list) -> tuple[list, int]:
+    """MatMulNBits reading the same activation with the same grid (q/k/v, gate/up) become one
+    MatMulNBits over the rows stacked, then a Split: the same codes, scales and arithmetic
+    (rows are independent; level 4 quantizes the shared input once either way), with one
+    kernel launch and one activation quantization instead of three (or two) per decode step.
+    """
+    from onnx import helper, numpy_helper
+
+    def attrs(node):
+        return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+    groups: dict[tuple, list] = {}
+    for node in nodes:
+        if node.op_type == "MatMulNBits":
+            a = attrs(node)
+            key = (node.input[0], a["K"], a["bits"], a["block_size"], a.get("accuracy_level", 0))
+            groups.setdefault(key, []).append(node)
+    arrays = {t.name: t for t in new_inits}
+    replace: dict[int, list] = {}
+    drop: set[int] = set()
+    for (source, k, bits, block, level), members in groups.items():
+        if len(members) < 2:
+            continue
+        base = f"{members[0].name}.packed"
+        sizes = [attrs(m)["N"] for m in members]
+        for i, suffix in ((1, "q"), (2, "scales")):
+            stacked = np.concatenate([numpy_helper.to_array(arrays[m.input[i]]) for m in members])
+            new_inits.append(numpy_helper.from_array(stacked, f"{base}.{suffix}"))
+        new_inits.append(numpy_helper.from_array(np.array(sizes, np.int64), f"{base}.sizes"))
+        replace[id(members[0])] = [
+            helper.make_node("MatMulNBits", [source, f"{base}.q", f"{base}.scales"], [f"{base}.out"],
+                             name=base, domain="com.microsoft", K=k, N=int(sum(sizes)), bits=bits,
+                             block_size=block, accuracy_level=level),
+            helper.make_node("Split", [f"{base}.out", f"{base}.sizes"],
+                             [o for m in members for o in m.output], name=f"{base}.split", axis=-1)]
+        drop.update(id(m) for m in members[1:])
+    out = []
+    for node in nodes:
+        if id(node) in drop:
+            continue
+        out.extend(replace.get(id(node), [node]))
+    return out, len(replace)
 
 
 def _quantized_gather(node, qw: QuantizedWeight, names: tuple[str, str], new_inits: list) -> list:

@@ -181,3 +181,17 @@ def test_calibration_is_collected_once_per_model(tiny):
     q = "model.layers.0.self_attn.q_proj"
     assert hessians[q] is hessians[q.replace("q_proj", "v_proj")]
     assert len(factors) == len({id(h) for h in hessians.values()})
+
+
+def test_onnx_stacks_matmuls_that_share_an_input(tiny, quantized):
+    """q/k/v and gate/up run as one MatMulNBits each (then Split); the test above proves
+    the stacked graph still computes exactly our grid."""
+    import onnx
+
+    out, manifest = quantized("onnx", "gemma3_text", "int4-calibrated")
+    layers = tiny("gemma3_text").config.num_hidden_layers
+    graph = onnx.load(str(out / "model.onnx"), load_external_data=False).graph
+    kinds = [n.op_type for n in graph.node]
+    assert manifest["quantization"]["packed_groups"] == 2 * layers
+    assert kinds.count("MatMulNBits") == 4 * layers + 1  # qkv, o, gate+up, down; the head
+    assert manifest["quantization"]["quantized_weights"] == 7 * layers + 1
