@@ -79,8 +79,8 @@ class CacheDecoder(nn.Module):
             masks["sliding_attention"] = torch.where(local, 0.0, neg)[None, None]
         return masks
 
-    def _attention(self, layer, x, cos_sin, mask, update_cache):
-        attn = layer.self_attn
+    def _project(self, attn, x, cos_sin):
+        """q [B, heads, S, D], k and v [B, kv_heads, S, D] of the new tokens, normed and rotated."""
         bsz, seq, _ = x.shape
         q = attn.q_proj(x).view(bsz, seq, self.num_heads, self.head_dim).transpose(1, 2)
         k = attn.k_proj(x).view(bsz, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
@@ -88,7 +88,12 @@ class CacheDecoder(nn.Module):
         if hasattr(attn, "q_norm"):
             q, k = self.norm(attn.q_norm, q), self.norm(attn.k_norm, k)
         cos, sin = cos_sin
-        q, k = self.rotate(q, cos, sin), self.rotate(k, cos, sin)
+        return self.rotate(q, cos, sin), self.rotate(k, cos, sin), v
+
+    def _attention(self, layer, x, cos_sin, mask, update_cache):
+        attn = layer.self_attn
+        bsz, seq, _ = x.shape
+        q, k, v = self._project(attn, x, cos_sin)
         k, v = update_cache(k, v)  # -> every key/value the new tokens may attend to
         # Grouped-query attention without copying K/V per query head: fold each KV
         # head's query group into the sequence axis (head h = kv * groups + g, as

@@ -34,13 +34,7 @@ class OnnxCacheDecoder(CacheDecoder):
         past_k, past_v = update_cache  # forward() hands this layer's past, not an updater
         attn = layer.self_attn
         bsz, seq, _ = x.shape
-        q = attn.q_proj(x).view(bsz, seq, self.num_heads, self.head_dim).transpose(1, 2)
-        k = attn.k_proj(x).view(bsz, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        v = attn.v_proj(x).view(bsz, seq, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        if hasattr(attn, "q_norm"):
-            q, k = self.norm(attn.q_norm, q), self.norm(attn.k_norm, k)
-        cos, sin = cos_sin
-        q, k = self.rotate(q, cos, sin), self.rotate(k, cos, sin)
+        q, k, v = self._project(attn, x, cos_sin)
         out, k, v, _ = torch.onnx.ops.attention(q, k, v, mask, past_k, past_v, scale=self.scaling)
         out = out.transpose(1, 2).reshape(bsz, seq, -1)
         return attn.o_proj(out), k, v
