@@ -7,7 +7,8 @@ runtime through our runners (onnxruntime, LiteRT interpreter); the builder's int
 in onnxruntime-genai (teacher-forced one token at a time for parity).
 
 usage: python bench/quantize_matrix.py --build build [--formats onnx,tflite]
-       [--recipes int8,int8-calibrated,int4-block32,int4-calibrated] [--no-peer] [--redo]
+       [--recipes int8,int8-calibrated,...] [--no-peer] [--redo]
+(quantize time per recipe is its process's wall time divided by the recipes it made)
 Needs fp32 exports in BUILD/onnx and BUILD/tflite (gemma-edge export ... --out BUILD).
 """
 
@@ -27,6 +28,7 @@ from measure import run_measured  # bench/ is on sys.path when run as a script
 HERE = Path(__file__).resolve().parent
 THREADS = 2
 EVAL = ("gemma_edge_field_notes", "austen_pride_and_prejudice_ch1")
+DECODE_STEPS = 128  # then the rest prefilled at that offset, as `gemma-edge check` does
 
 
 def model_bytes(d: Path) -> int:
@@ -54,20 +56,23 @@ def evaluate(runner, base: np.ndarray, ids: list[int], split: int, reps: int) ->
     from runtime_check.parity import parity_metrics
     from runtime_check.runner import teacher_forced_logits
 
-    got = teacher_forced_logits(runner, ids, split)
+    got = teacher_forced_logits(runner, ids, split, DECODE_STEPS)
     m = parity_metrics(base, got, ids)
     return {"kld_mean": m["kld_mean"], "kld_p99": m["kld_p99"], "top1": m["top1_agreement"],
             "ppl_ratio": m["ppl_ratio"], "decode_tps": decode_tps(runner, ids[:32], 32, reps)}
 
 
-def quantize(build: Path, fmt: str, recipe: str, redo: bool) -> dict:
-    out = build / f"{fmt}-{recipe}"
-    if out.exists() and not redo:
-        return {"quantize_s": None, "quantize_peak_gib": None}
-    cmd = [sys.executable, "-m", "gemma_edge.cli", "quantize", str(build / fmt), "--recipe",
-           recipe, "--out", str(out), "--overwrite", "-q"]
-    wall, peak = run_measured(cmd, cwd=str(HERE.parent), log_path=str(build / f".{fmt}-{recipe}.log"))
-    return {"quantize_s": wall, "quantize_peak_gib": peak}
+def quantize(build: Path, fmt: str, recipes: list[str], redo: bool) -> dict:
+    """Quantize the missing recipes of one format in one process (calibration collected once,
+    as `build` does); returns per recipe the process's wall time and peak, shared."""
+    todo = [r for r in recipes if redo or not (build / f"{fmt}-{r}").exists()]
+    costs = {r: {"quantize_s": None, "quantize_peak_gib": None} for r in recipes}
+    if todo:
+        cmd = [sys.executable, "-m", "gemma_edge.cli", "quantize", str(build / fmt), "--recipe",
+               ",".join(todo), "--overwrite", "-q"]
+        wall, peak = run_measured(cmd, cwd=str(HERE.parent), log_path=str(build / f".{fmt}-quantize.log"))
+        costs.update({r: {"quantize_s": wall / len(todo), "quantize_peak_gib": peak} for r in todo})
+    return costs
 
 
 def build_peer(checkpoint: Path, out: Path) -> dict:
@@ -86,7 +91,8 @@ def main() -> None:
     parser.add_argument("--build", required=True)
     parser.add_argument("--source", default="builtin:gemma3-270m")
     parser.add_argument("--formats", default="onnx,tflite")
-    parser.add_argument("--recipes", default="int8,int8-calibrated,int4-block32,int4-calibrated")
+    parser.add_argument("--recipes", default="int8,int8-calibrated,int8-dynamic,int4-block32,"
+                                              "int4-calibrated,int4-all-calibrated")
     parser.add_argument("--tokens", type=int, default=512)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--no-peer", action="store_true", help="skip the genai builder int4")
@@ -107,16 +113,16 @@ def main() -> None:
     ref = load_source(args.source)
     ids = ref.encode(" ".join(load_text(f"builtin:{n}") for n in EVAL))[: args.tokens]
     split = 128
-    base = teacher_forced_logits(TorchRunner(ref.model, threads=THREADS), ids, split)
+    base = teacher_forced_logits(TorchRunner(ref.model, threads=THREADS), ids, split, DECODE_STEPS)
     checkpoint = ref.checkpoint_dir
     del ref
 
     rows = []
     for fmt in args.formats.split(","):
-        for recipe in args.recipes.split(","):
-            if fmt in RECIPES[recipe].refused:
-                continue
-            cost = quantize(build, fmt, recipe, args.redo)
+        offered = [r for r in args.recipes.split(",") if fmt not in RECIPES[r].refused]
+        costs = quantize(build, fmt, offered, args.redo)
+        for recipe in offered:
+            cost = costs[recipe]
             runner = open_runner(build / f"{fmt}-{recipe}", threads=THREADS)
             row = {"artifact": f"ours {fmt} {recipe}", "runtime": runner.name,
                    "mib": model_bytes(build / f"{fmt}-{recipe}") / 2**20, **cost,
