@@ -46,8 +46,20 @@ class ReferenceModel:
     load_seconds: float
     from_cache: bool = False
     notes: list[str] = field(default_factory=list)
-    # results of reference runs that several checks of one build share (runtime_check.check)
+    # results derived from this model that several stages of one process share (see memoized)
     memo: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def memoized(self, key: tuple, compute, replace: str | None = None):
+        """`compute()` once per key: the reference logits and greedy runs every check of a build
+        compares against, the calibration statistics every recipe of a format uses. `replace`
+        keeps one entry of that kind (the logits of a 512-token text over a 262k vocabulary
+        are 0.5 GB)."""
+        if key not in self.memo:
+            if replace:
+                for old in [k for k in self.memo if k[0] == replace]:
+                    del self.memo[old]
+            self.memo[key] = compute()
+        return self.memo[key]
 
     @property
     def config(self):

@@ -103,13 +103,9 @@ def _calibration(ref, spec: str, tokens: int, names: list[str]) -> tuple[dict, d
     (what a build runs per format) collects and inverts them once for all its recipes."""
     from quantization.calibration import calibration_batches, collect_hessians
 
-    memo = getattr(ref, "memo", None)
-    key = ("calibration", spec, tokens)
-    if memo is not None and key in memo:
-        return memo[key]
-    batches = calibration_batches(ref, spec, tokens=tokens)
-    log.info("calibration: %d windows, %d tokens", len(batches), sum(map(len, batches)))
-    result = (collect_hessians(ref.model, batches, names), {})
-    if memo is not None:
-        memo[key] = result
-    return result
+    def collect() -> tuple[dict, dict]:
+        batches = calibration_batches(ref, spec, tokens=tokens)
+        log.info("calibration: %d windows, %d tokens", len(batches), sum(map(len, batches)))
+        return collect_hessians(ref.model, batches, names), {}
+
+    return ref.memoized(("calibration", spec, tokens), collect)

@@ -28,17 +28,6 @@ DEFAULT_PROMPTS = (
 )
 
 
-def _memo(ref: ReferenceModel, key: tuple, compute, replace: str | None = None):
-    """`compute()` once per reference model and key; `replace` keeps one entry of that kind
-    (the reference logits of a 512-token text over a 262k vocabulary are 0.5 GB)."""
-    if key not in ref.memo:
-        if replace:
-            for old in [k for k in ref.memo if k[0] == replace]:
-                del ref.memo[old]
-        ref.memo[key] = compute()
-    return ref.memo[key]
-
-
 def _release_memory() -> None:
     """Hand freed heap back to the OS (glibc keeps it otherwise), so a child process can use it."""
     import ctypes
@@ -81,8 +70,9 @@ def check_artifact(artifact: str | Path, ref: ReferenceModel, *, text: str,
              split, steps, len(ids) - split - steps)
     reference = TorchRunner(ref.model, threads=threads)
     # the reference's side is the same for every artifact a build checks: computed once
-    ref_logits = _memo(ref, ("logits", tuple(ids), split, steps),
-                       lambda: teacher_forced_logits(reference, ids, split, steps), replace="logits")
+    ref_logits = ref.memoized(("logits", tuple(ids), split, steps),
+                              lambda: teacher_forced_logits(reference, ids, split, steps),
+                              replace="logits")
     art_logits = teacher_forced_logits(runner, ids, split, steps)
     metrics = parity_metrics(ref_logits, art_logits, ids)
     del ref_logits, art_logits
@@ -90,8 +80,8 @@ def check_artifact(artifact: str | Path, ref: ReferenceModel, *, text: str,
     greedy = []
     for prompt in prompts:
         prompt_ids = ref.encode(prompt)
-        expect = _memo(ref, ("greedy", tuple(prompt_ids), greedy_tokens),
-                       lambda ids=prompt_ids: list(greedy_generate(reference, ids, greedy_tokens)))
+        expect = ref.memoized(("greedy", tuple(prompt_ids), greedy_tokens),
+                              lambda ids=prompt_ids: list(greedy_generate(reference, ids, greedy_tokens)))
         got = list(greedy_generate(runner, prompt_ids, greedy_tokens))
         greedy.append({"prompt": prompt, "match": greedy_match_length(expect, got),
                        "of": len(expect), "reference": ref.tokenizer.decode(expect),
