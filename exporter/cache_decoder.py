@@ -59,6 +59,7 @@ class CacheDecoder(nn.Module):
         # the LiteRT layout swaps norm and scores for litert-torch's fused forms (litert_decoder.py)
         self.norm = _rms_norm  # (norm module, x) -> normalized x
         self.scores = _scores  # (q, k) -> q kᵀ
+        self.weighted = torch.matmul  # (probs, V as the cache holds it) -> probs V
         self.rotate = _apply_rope  # (x, cos, sin) -> x rotated; ONNX swaps in its RotaryEmbedding
 
     def _rope(self, x: torch.Tensor, position_ids: torch.Tensor, layer_type: str):
@@ -106,7 +107,7 @@ class CacheDecoder(nn.Module):
         total = k.shape[2]
         scores = scores.view(bsz, self.num_kv_heads, groups, seq, total) + mask.unsqueeze(2)
         probs = torch.softmax(scores, dim=-1).view(bsz, self.num_kv_heads, groups * seq, total)
-        out = torch.matmul(probs, v).view(bsz, self.num_heads, seq, self.head_dim)
+        out = self.weighted(probs, v).view(bsz, self.num_heads, seq, self.head_dim)
         out = out.transpose(1, 2).reshape(bsz, seq, -1)
         return attn.o_proj(out), k, v
 
@@ -129,23 +130,31 @@ class CacheDecoder(nn.Module):
             h = h * torch.tensor(self.hf.config.hidden_size**0.5, dtype=h.dtype)
         rope = {t: self._rope(h, position_ids, t) for t in set(self.layer_types)}
         present = []
-        for i, layer in enumerate(model.layers):
+        layers = list(model.layers)
+        x = self.norm(layers[0].input_layernorm, h)
+        for i, layer in enumerate(layers):
             kind = self.layer_types[i]
-            residual = h
-            a, k, v = self._attention(layer, self.norm(layer.input_layernorm, h), rope[kind],
-                                      masks[kind], cache_updater(i))
+            # each residual add is fused with the norm that reads its sum (add_norm)
+            next_norm = layers[i + 1].input_layernorm if i + 1 < len(layers) else model.norm
+            a, k, v = self._attention(layer, x, rope[kind], masks[kind], cache_updater(i))
             present += [k, v]
             if self.sandwich:
-                h = residual + self.norm(layer.post_attention_layernorm, a)
-                ff = layer.mlp(self.norm(layer.pre_feedforward_layernorm, h))
-                h = h + self.norm(layer.post_feedforward_layernorm, ff)
+                h, x = self.add_norm(h, self.norm(layer.post_attention_layernorm, a),
+                                     layer.pre_feedforward_layernorm)
+                h, x = self.add_norm(h, self.norm(layer.post_feedforward_layernorm, layer.mlp(x)),
+                                     next_norm)
             else:
-                h = residual + a
-                h = h + layer.mlp(self.norm(layer.post_attention_layernorm, h))
-        logits = self.hf.lm_head(self.norm(model.norm, h))
+                h, x = self.add_norm(h, a, layer.post_attention_layernorm)
+                h, x = self.add_norm(h, layer.mlp(x), next_norm)
+        logits = self.hf.lm_head(x)
         if self.final_softcap:
             logits = torch.tanh(logits / self.final_softcap) * self.final_softcap
         return logits, present
+
+    def add_norm(self, residual, x, norm):
+        """(residual + x, norm(residual + x)): the ONNX layout fuses the pair into one node."""
+        h = residual + x
+        return h, self.norm(norm, h)
 
     def empty_cache(self, past_len: int = 0) -> list[torch.Tensor]:
         shape = (1, self.num_kv_heads, past_len, self.head_dim)

@@ -2,8 +2,11 @@
 
 LiteRT (and the LiteRT-LM engine) run fixed shapes: one `decode` signature (1 token)
 and `prefill_<T>` signatures, sharing weights. The cache is `kv_cache_k_{i}` /
-`kv_cache_v_{i}` [1, kv_heads, C, head_dim]; new entries go in at `input_pos` with
-tfl.dynamic_update_slice, and the updated caches are outputs. `mask` [1, 1, T, C] is
+`kv_cache_v_{i}`; new entries go in at `input_pos` with tfl.dynamic_update_slice, and the
+updated caches are outputs. K is [1, kv_heads, C, head_dim] and V is stored transposed,
+[1, kv_heads, head_dim, C] (export_hf's layout): both attention matmuls then read the cache
+along its contiguous axis as BATCH_MATMUL's transposed operand, which XNNPACK runs without
+repacking a strided [C, head_dim] V at every step. `mask` [1, 1, T, C] is
 the additive causal mask the runtime supplies (0 where key slot j <= input_pos[i]);
 sliding-window layers narrow it inside the graph, so positions stay exact past the
 window.
@@ -46,18 +49,24 @@ class StaticCacheDecoder(nn.Module):
         self.decoder = decoder
         decoder.norm = rms_norm_composite
         decoder.scores = attention_scores
+        decoder.weighted = attention_scores  # probs (V_t)ᵀ with V_t [.., head_dim, C] as stored
         self.cache_len = cache_len
         self.names = litert_cache_names(decoder.num_layers)
 
     def sample_inputs(self, seq: int) -> dict[str, torch.Tensor]:
         d = self.decoder
-        cache = (1, d.num_kv_heads, self.cache_len, d.head_dim)
         return {
             "tokens": torch.zeros((1, seq), dtype=torch.int32),
             "input_pos": torch.arange(seq, dtype=torch.int32),
             "mask": torch.zeros((1, 1, seq, self.cache_len)),
-            **{name: torch.zeros(cache) for name in self.names},
+            **{name: torch.zeros(self.cache_shape(name)) for name in self.names},
         }
+
+    def cache_shape(self, name: str) -> tuple[int, ...]:
+        d = self.decoder
+        if name.startswith("kv_cache_v_"):
+            return (1, d.num_kv_heads, d.head_dim, self.cache_len)
+        return (1, d.num_kv_heads, self.cache_len, d.head_dim)
 
     def forward(self, tokens, input_pos, mask, **caches):
         from litert_torch.generative.custom_ops.dynamic_update_slice import (
@@ -71,13 +80,14 @@ class StaticCacheDecoder(nn.Module):
             too_old = (input_pos[:, None] - slot) >= d.window
             masks["sliding_attention"] = mask.masked_fill(too_old[None, None],
                                                           torch.finfo(torch.float32).min)
-        zero = torch.zeros((1,), dtype=torch.int32)
-        start = [zero[0], zero[0], input_pos[:1][0], zero[0]]
+        zero = torch.zeros((1,), dtype=torch.int32)[0]
+        pos = input_pos[:1][0]
 
         def in_place(i):
             def update(k, v):
-                return (dynamic_update_slice(caches[self.names[2 * i]], k, start),
-                        dynamic_update_slice(caches[self.names[2 * i + 1]], v, start))
+                return (dynamic_update_slice(caches[self.names[2 * i]], k, [zero, zero, pos, zero]),
+                        dynamic_update_slice(caches[self.names[2 * i + 1]], v.transpose(2, 3),
+                                             [zero, zero, zero, pos]))
             return update
 
         logits, present = d.run_layers(tokens, input_pos[None, :], masks, in_place)

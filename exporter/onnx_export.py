@@ -95,6 +95,7 @@ def _finish_graph(path: Path) -> dict[str, Any]:
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
+    _drop_unused_outputs(model.graph)
     names = {"attention_mask": "total_sequence_length"}
     for value in list(model.graph.input) + list(model.graph.output):
         dims = value.type.tensor_type.shape.dim
@@ -114,3 +115,15 @@ def _finish_graph(path: Path) -> dict[str, Any]:
 
     return {"opset": OPSET, "inputs": describe(model.graph.input),
             "outputs": describe(model.graph.output)}
+
+
+def _drop_unused_outputs(graph) -> None:
+    """Blank the optional outputs no node reads (SkipSimplifiedLayerNormalization's mean and
+    inv_std_var), so onnxruntime does not compute and allocate them at every step."""
+    read = {name for node in graph.node for name in node.input}
+    read |= {value.name for value in graph.output}
+    for node in graph.node:
+        if node.domain == "com.microsoft":
+            for i, name in enumerate(node.output):
+                if i and name not in read:
+                    node.output[i] = ""

@@ -109,9 +109,10 @@ def genai_config(manifest: dict, tokens: dict) -> dict[str, Any]:
                             "present_value_names": "present.%d.value"},
             },
         },
-        # our graph grows its cache by concatenation and masks the sliding window itself
+        # GroupQueryAttention appends into one preallocated past/present buffer per layer
+        # (no cache copy per step) and masks the sliding window itself, so the cache need not slide
         "search": {"do_sample": False, "num_beams": 1, "max_length": min(1024, context),
-                   "past_present_share_buffer": False, "top_k": 1, "temperature": 1.0},
+                   "past_present_share_buffer": True, "top_k": 1, "temperature": 1.0},
     }
 
 

@@ -96,7 +96,8 @@ def export_tflite(ref: ReferenceModel, out_dir: str | Path, *, overwrite: bool =
             extra={"format": "tflite", "recipe": "fp32", "model_file": MODEL_FILE,
                    "graph": {"signatures": signatures, "cache_length": cache_length,
                              "prefill_lengths": list(prefill_lengths),
-                             "kv_layout": "[1, kv_heads, cache_length, head_dim]", **facts},
+                             "kv_layout": {"k": "[1, kv_heads, cache_length, head_dim]",
+                                           "v": "[1, kv_heads, head_dim, cache_length]"}, **facts},
                    "notes": ref.notes},
         )
     log.info("wrote %s (%.1f s)", out_dir, manifest["wall_seconds"])

@@ -45,7 +45,7 @@ class LiteRTRunner:
         details = self._runners["decode"].get_input_details()
         self._cache_specs = {name: tuple(d["shape"]) for name, d in details.items()
                              if name.startswith("kv_cache_")}
-        self.cache_len = int(next(iter(self._cache_specs.values()))[2])
+        self.cache_len = int(details["mask"]["shape"][-1])  # mask [1, 1, T, C], any cache layout
         self.reset()
 
     def reset(self) -> None:
