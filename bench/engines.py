@@ -5,11 +5,12 @@
 - onnxruntime-genai: our ONNX int4 bundle vs the onnxruntime-genai model builder's int4.
 
 Same machine, same run, 2 threads, each measurement in its own child process (peak RSS
-is the engine's), median of N runs. Prints prefill and decode tokens/s, size, and the
+is the engine's), median of N runs
+(ours and theirs alternate run by run). Prints prefill and decode tokens/s, size, and the
 ratios ours/theirs.
 
 usage: python bench/engines.py --build build [--ours-int8 tflite-int8-dynamic]
-       [--ours-int4 onnx-int4-all-calibrated] [--reps 3]
+       [--ours-int4 onnx-int4-all-calibrated] [--reps 5]
 """
 
 from __future__ import annotations
@@ -58,16 +59,25 @@ def _child(kind: str, path: str, prefill: int, decode: int) -> dict:
     return out
 
 
-def measure(kind: str, path: Path, reps: int, prefill: int, decode: int) -> dict:
-    runs = []
-    for _ in range(reps):
-        proc = subprocess.run([sys.executable, __file__, "--child", kind, str(path), str(prefill),
-                               str(decode)], capture_output=True, text=True, cwd=str(HERE.parent),
-                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-        if proc.returncode:
-            raise RuntimeError(f"{kind} {path}: {proc.stderr.strip().splitlines()[-1:]}")
-        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+def measure_once(kind: str, path: Path, prefill: int, decode: int) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--child", kind, str(path), str(prefill),
+                           str(decode)], capture_output=True, text=True, cwd=str(HERE.parent),
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    if proc.returncode:
+        raise RuntimeError(f"{kind} {path}: {proc.stderr.strip().splitlines()[-1:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def measure_pair(kind: str, ours: Path, theirs: Path, reps: int, prefill: int,
+                 decode: int) -> tuple[dict, dict]:
+    """Ours and theirs alternately, rep by rep, so drift in the machine's speed (this 2-core VM
+    varies by 20 % over minutes) lands on both sides; medians per side."""
+    runs: dict[Path, list[dict]] = {ours: [], theirs: []}
+    for rep in range(reps):
+        for path in (ours, theirs) if rep % 2 == 0 else (theirs, ours):
+            runs[path].append(measure_once(kind, path, prefill, decode))
+    return tuple({k: statistics.median(r[k] for r in runs[p]) for k in runs[p][0]}
+                 for p in (ours, theirs))
 
 
 def size_mib(path: Path) -> float:
@@ -84,7 +94,7 @@ def main() -> None:
     parser.add_argument("--build", required=True)
     parser.add_argument("--ours-int8", default="tflite-int8-dynamic")
     parser.add_argument("--ours-int4", default="onnx-int4-all-calibrated")
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--prefill", type=int, default=128)
     parser.add_argument("--decode", type=int, default=64)
     parser.add_argument("--work", default=None)
@@ -123,8 +133,7 @@ def main() -> None:
              ("onnxruntime-genai int4", "genai", ours_bundle, theirs_bundle)]
     rows = []
     for label, kind, ours, theirs in pairs:
-        a = measure(kind, ours, args.reps, args.prefill, args.decode)
-        b = measure(kind, theirs, args.reps, args.prefill, args.decode)
+        a, b = measure_pair(kind, ours, theirs, args.reps, args.prefill, args.decode)
         rows.append((label, a, b, size_mib(ours), size_mib(theirs)))
     print(f"\n{THREADS} threads, prompt {args.prefill} tokens, {args.decode} decode tokens, "
           f"median of {args.reps} runs, each in a fresh process")

@@ -41,7 +41,12 @@ def test_onnx_cache_stays_in_onnxruntime(tiny, exported):
     runner = OnnxRunner(out)
     runner.prefill(tiny("gemma3_text").encode("abc"))
     assert runner._past and all(isinstance(v, ort.OrtValue) for v in runner._past)
-    assert runner._past[0].shape()[2] == 4  # <bos> a b c
+    assert runner.cached_tokens == 4  # <bos> a b c
+    # GroupQueryAttention appends into the buffers bound as past and present (genai's mode)
+    assert runner.shared_buffer and runner._past[0].shape()[2] >= 4
+    before = runner._past[0]
+    runner.decode(5)
+    assert runner._past[0] is before and runner.cached_tokens == 5
 
 
 def test_onnx_export_dir_and_manifest(tiny, exported):
@@ -92,3 +97,19 @@ def test_failed_export_leaves_no_half_artifact(tmp_path, tiny, monkeypatch):
     with pytest.raises(onnx.checker.ValidationError):
         export_onnx(tiny("gemma"), tmp_path / "onnx")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_onnx_shared_cache_buffer_grows_without_losing_entries(tiny, exported):
+    import numpy as np
+
+    ref = tiny("gemma3_text")
+    out, _ = exported("gemma3_text")
+    ids = ref.encode(TEXT)
+    grown, plain = OnnxRunner(out), OnnxRunner(out)
+    for runner in (grown, plain):
+        runner.prefill(ids[:6])
+    size = grown._past[0].shape()[2]
+    grown._reserve(size + 1)  # moves every cache into a buffer twice as long
+    assert grown._past[0].shape()[2] > size
+    for token in ids[6:12]:
+        np.testing.assert_allclose(grown.decode(token), plain.decode(token), rtol=0, atol=1e-6)
