@@ -5,7 +5,8 @@ grouped-query scores, soft-capping, causal and sliding-window masking, softmax, 
 sum), and RoPE one standard `RotaryEmbedding` (opset 23) per rotated tensor; q, k and v
 stay in the [B, S, heads * D] layout of their projections, so no transposes surround them.
 GroupQueryAttention reads the cache length from `attention_mask` (seqlens_k = its sum - 1)
-and masks causally itself, so the graph computes no mask tensors. It also takes a past
+and masks causally itself, so the graph computes no mask tensors; the mask is therefore
+all ones, batch 1 without padding, as onnxruntime-genai and our runner feed it. It also takes a past
 buffer longer than the valid length: onnxruntime-genai then binds past and present to one
 preallocated buffer (`past_present_share_buffer`) and no step copies the cache.
 At decode, a 270M model's step is mostly node dispatch, so node count is speed.
