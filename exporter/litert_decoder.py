@@ -54,7 +54,6 @@ class StaticCacheDecoder(nn.Module):
         self.names = litert_cache_names(decoder.num_layers)
 
     def sample_inputs(self, seq: int) -> dict[str, torch.Tensor]:
-        d = self.decoder
         return {
             "tokens": torch.zeros((1, seq), dtype=torch.int32),
             "input_pos": torch.arange(seq, dtype=torch.int32),

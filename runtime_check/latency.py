@@ -1,8 +1,10 @@
 """Latency of an artifact in its own runtime, measured in a child process so the peak RSS
 is the runtime's alone (no torch, no reference model in that process).
 
-Figures: load time, time to first token, prefill tokens/s per prompt length, decode
-tokens/s per context depth; one warm-up then `reps` repetitions, median and p90.
+Figures: load time, time to first token and prefill tokens/s per prompt length, and decode
+tokens/s right after each of those prompts (context depth = prompt length, so no
+repetition prefills a context only to decode from it); one warm-up then `reps`
+repetitions, median and p90.
 Run as `python -m runtime_check.latency ARTIFACT IDS.json` (what measure_latency does).
 """
 
@@ -32,14 +34,13 @@ def median_p90(values: list[float]) -> dict[str, float]:
 
 def measure_latency(artifact: str | Path, token_ids: Sequence[int], *, reps: int = 5,
                     threads: int = 2, prompt_lengths: Sequence[int] = (32, 128),
-                    depths: Sequence[int] = (32, 256), decode_steps: int = 16) -> dict[str, Any]:
+                    decode_steps: int = 16) -> dict[str, Any]:
     """Spawn the child, return its figures. Decode rates are timed over `decode_steps`
     tokens per repetition (16: every step is a full pass over the weights, so a short
     run times the same work as a long one, and a build checks six artifacts)."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump({"ids": list(map(int, token_ids)), "reps": reps, "threads": threads,
-                   "prompt_lengths": list(prompt_lengths), "depths": list(depths),
-                   "decode_steps": decode_steps}, fh)
+                   "prompt_lengths": list(prompt_lengths), "decode_steps": decode_steps}, fh)
         spec = fh.name
     try:
         proc = subprocess.run([sys.executable, "-m", "runtime_check.latency", str(artifact), spec],
@@ -65,36 +66,27 @@ def _child(artifact: str, spec_file: str) -> dict[str, Any]:
     cap = getattr(runner, "cache_len", None) or len(ids) + spec["decode_steps"] + 1
     room = min(len(ids), cap - spec["decode_steps"] - 1)
     lengths = [n for n in spec["prompt_lengths"] if n <= room]
-    depths = [d for d in spec["depths"] if d <= room]
 
-    ttft, prefill = {}, {}
+    ttft, prefill, decode = {}, {}, {}
     for n in lengths:
-        firsts, rates = [], []
+        firsts, rates, decode_rates = [], [], []
         for rep in range(reps + 1):
             runner.reset()
             start = time.perf_counter()
             logits = runner.prefill(ids[:n])
-            int(np.argmax(logits[-1]))
+            token = int(np.argmax(logits[-1]))
             elapsed = time.perf_counter() - start
-            if rep:  # the first run is warm-up
-                firsts.append(elapsed * 1000)
-                rates.append(n / elapsed)
-        ttft[str(n)], prefill[str(n)] = median_p90(firsts), median_p90(rates)
-    decode = {}
-    for depth in depths:
-        rates = []
-        for rep in range(reps + 1):
-            runner.reset()
-            token = int(np.argmax(runner.prefill(ids[:depth])[-1]))
             start = time.perf_counter()
             for _ in range(spec["decode_steps"]):
                 token = int(np.argmax(runner.decode(token)))
-            if rep:
-                rates.append(spec["decode_steps"] / (time.perf_counter() - start))
-        decode[str(depth)] = median_p90(rates)
+            if rep:  # the first run is warm-up
+                firsts.append(elapsed * 1000)
+                rates.append(n / elapsed)
+                decode_rates.append(spec["decode_steps"] / (time.perf_counter() - start))
+        ttft[str(n)], prefill[str(n)] = median_p90(firsts), median_p90(rates)
+        decode[str(n)] = median_p90(decode_rates)
     runner.close()
-    first_len, first_depth = (str(lengths[0]) if lengths else None,
-                              str(depths[0]) if depths else None)
+    first_len = str(lengths[0]) if lengths else None
     return {
         "runtime": runner.name, "threads": spec["threads"], "reps": reps,
         "load_s": round(load_s, 3),
@@ -102,7 +94,7 @@ def _child(artifact: str, spec_file: str) -> dict[str, Any]:
         "decode_tps_by_depth": decode,
         "ttft_ms": ttft[first_len]["median"] if first_len else None,
         "ttft_prompt_tokens": int(first_len) if first_len else None,
-        "decode_tps": decode[first_depth]["median"] if first_depth else None,
+        "decode_tps": decode[first_len]["median"] if first_len else None,
         "peak_rss_mib": peak_rss_bytes() / 2**20,  # VmHWM: this process's own peak
     }
 

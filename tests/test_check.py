@@ -58,10 +58,9 @@ def test_undamaged_export_passes_its_gates(build, fmt, capsys):
     lat = report["latency"]  # measured in a child process running only the runtime
     assert lat["runtime"] in ("onnxruntime", "litert") and lat["reps"] == 5
     assert lat["load_s"] > 0 and lat["ttft_ms"] > 0 and lat["decode_tps"] > 0
-    # 128 tokens of text: depth 256 does not fit; the tflite cache (160) holds a 128-token
-    # prompt and the 16 timed decode steps
-    assert set(lat["decode_tps_by_depth"]) == {"32"}
-    assert set(lat["prefill_tps_by_prompt"]) == {"32", "128"}
+    # the tflite cache (160) holds a 128-token prompt and the 16 timed decode steps; decode
+    # is timed right after each prompt, at its depth
+    assert set(lat["prefill_tps_by_prompt"]) == set(lat["decode_tps_by_depth"]) == {"32", "128"}
     assert 0 < lat["peak_rss_mib"] < 2048
 
 
