@@ -82,11 +82,21 @@ def collect_hessians(model, batches: list[list[int]], names: list[str]) -> dict[
             hessians[key] = hessians[key] + h if key in hessians else h
             counts[key] = counts.get(key, 0) + x.shape[0]
 
+        if name == "lm_head" and hasattr(model, "model"):
+            head_hook = hook  # fed the base model's final hidden state below
+            continue
         hooks.append(modules[name].register_forward_pre_hook(hook))
+    # The LM head's input is the base model's (normed) last hidden state: feeding that to its
+    # hook skips the 262k-wide logits of every calibration token (a third of the pass).
+    skip_head = "lm_head" in names and hasattr(model, "model")
     try:
         with torch.no_grad():
             for batch in batches:
-                model(input_ids=torch.tensor([batch]), use_cache=False)
+                if skip_head:
+                    out = model.model(input_ids=torch.tensor([batch]), use_cache=False)
+                    head_hook(None, (out.last_hidden_state,))
+                else:
+                    model(input_ids=torch.tensor([batch]), use_cache=False)
     finally:
         for h in hooks:
             h.remove()
