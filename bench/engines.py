@@ -5,9 +5,8 @@
 - onnxruntime-genai: our ONNX int4 bundle vs the onnxruntime-genai model builder's int4.
 
 Same machine, same run, 2 threads, each measurement in its own child process (peak RSS
-is the engine's), median of N runs
-(ours and theirs alternate run by run). Prints prefill and decode tokens/s, size, and the
-ratios ours/theirs.
+is the engine's), median of N runs, ours and theirs alternating run by run. Prints prefill
+and decode tokens/s, size, and the ratios ours/theirs.
 
 usage: python bench/engines.py --build build [--ours-int8 tflite-int8-dynamic]
        [--ours-int4 onnx-int4-all-calibrated] [--reps 5]

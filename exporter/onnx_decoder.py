@@ -32,10 +32,11 @@ class OnnxCacheDecoder(CacheDecoder):
         # GroupQueryAttention's cache lengths: valid tokens - 1 per row, and the total length
         seqlens_k = (attention_mask.sum(1) - 1).to(torch.int32)
         total = torch.scalar_tensor(attention_mask.shape[1], dtype=torch.int32)
-        self._lengths = (seqlens_k, total)
-        # in place of mask tensors, each layer type's window (-1: none) for the op's own masking
-        windows = {t: self.window if t == "sliding_attention" else -1 for t in self.layer_types}
-        logits, present = self.run_layers(input_ids, position_ids, windows,
+        # in place of mask tensors, what the op masks with itself: the cache lengths and each
+        # layer type's window (-1: none)
+        masking = {t: (seqlens_k, total, self.window if t == "sliding_attention" else -1)
+                   for t in self.layer_types}
+        logits, present = self.run_layers(input_ids, position_ids, masking,
                                           lambda i: (past[2 * i], past[2 * i + 1]))
         return (logits, *present)
 
@@ -50,9 +51,10 @@ class OnnxCacheDecoder(CacheDecoder):
             dtypes=[x.dtype] * 4, shapes=[x.shape, stats, stats, x.shape], version=1)
         return h, normed
 
-    def _attention(self, layer, x, cos_sin, window, update_cache):
+    def _attention(self, layer, x, cos_sin, masking, update_cache):
         if not torch.onnx.is_in_onnx_export():
-            return super()._attention(layer, x, cos_sin, window, update_cache)
+            return super()._attention(layer, x, cos_sin, masking, update_cache)
+        seqlens_k, total_length, window = masking
         past_k, past_v = update_cache  # forward() hands this layer's past, not an updater
         attn = layer.self_attn
         bsz, seq, _ = x.shape
@@ -74,7 +76,7 @@ class OnnxCacheDecoder(CacheDecoder):
         total = past_k.shape[2] + seq
         cache_shape = [bsz, self.num_kv_heads, total, self.head_dim]
         out, k, v = torch.onnx.ops.symbolic_multi_out(
-            GQA_OP, [q, k, v, past_k, past_v, *self._lengths],
+            GQA_OP, [q, k, v, past_k, past_v, seqlens_k, total_length],
             {"num_heads": self.num_heads, "kv_num_heads": self.num_kv_heads,
              "scale": float(self.scaling), "local_window_size": int(window or -1),
              "softcap": float(self.attn_softcap or 0.0)},

@@ -69,6 +69,7 @@ def collect_hessians(model, batches: list[list[int]], names: list[str]) -> dict[
     counts: dict[str, int] = {}
     alias: dict[str, str] = {}
     hooks = []
+    head_hook = None
     for name in names:
         key = name.replace("k_proj", "q_proj").replace("v_proj", "q_proj").replace("up_proj", "gate_proj")
         alias[name] = key
@@ -83,16 +84,15 @@ def collect_hessians(model, batches: list[list[int]], names: list[str]) -> dict[
             counts[key] = counts.get(key, 0) + x.shape[0]
 
         if name == "lm_head" and hasattr(model, "model"):
-            head_hook = hook  # fed the base model's final hidden state below
+            # The LM head's input is the base model's (normed) last hidden state: fed to this
+            # hook below, which skips the 262k-wide logits of every calibration token.
+            head_hook = hook
             continue
         hooks.append(modules[name].register_forward_pre_hook(hook))
-    # The LM head's input is the base model's (normed) last hidden state: feeding that to its
-    # hook skips the 262k-wide logits of every calibration token (a third of the pass).
-    skip_head = "lm_head" in names and hasattr(model, "model")
     try:
         with torch.no_grad():
             for batch in batches:
-                if skip_head:
+                if head_hook:
                     out = model.model(input_ids=torch.tensor([batch]), use_cache=False)
                     head_hook(None, (out.last_hidden_state,))
                 else:

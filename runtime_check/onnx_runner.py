@@ -45,12 +45,13 @@ class OnnxRunner:
 
     def reset(self) -> None:
         self._pos = 0
-        self._past = [self._buffer(0)] * len(self._past_names)
+        if self.shared_buffer and getattr(self, "_past", None):
+            return  # keep the buffers: the op reads only the first attention_mask.sum() entries
+        self._past = [self._ort.OrtValue.ortvalue_from_numpy(self._zeros(0))] * len(self._past_names)
 
-    def _buffer(self, length: int):
+    def _zeros(self, length: int) -> np.ndarray:
         kv_heads, head_dim = self._cache_dims
-        return self._ort.OrtValue.ortvalue_from_numpy(
-            np.zeros((1, kv_heads, length, head_dim), dtype=np.float32))
+        return np.zeros((1, kv_heads, length, head_dim), dtype=np.float32)
 
     def _reserve(self, total: int) -> None:
         """Shared buffers: room for `total` positions, keeping the cache written so far."""
@@ -58,7 +59,7 @@ class OnnxRunner:
             return
         grown = []
         for value in self._past:
-            new = np.zeros((*value.shape()[:2], max(256, 2 * total), value.shape()[3]), np.float32)
+            new = self._zeros(max(256, 2 * total))
             new[:, :, :self._pos] = value.numpy()[:, :, :self._pos]
             grown.append(self._ort.OrtValue.ortvalue_from_numpy(new))
         self._past = grown
@@ -105,7 +106,7 @@ class OnnxRunner:
 
 
 def _appends_in_place(path: Path) -> bool:
-    """True when every layer's attention is one GroupQueryAttention (shared past/present)."""
+    """True when the graph's attention is GroupQueryAttention (past and present can share)."""
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
