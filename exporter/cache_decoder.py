@@ -61,6 +61,9 @@ class CacheDecoder(nn.Module):
         self.scores = _scores  # (q, k) -> q kᵀ
         self.weighted = torch.matmul  # (probs, V as the cache holds it) -> probs V
         self.rotate = _apply_rope  # (x, cos, sin) -> x rotated; ONNX swaps in its RotaryEmbedding
+        # the LiteRT layout swaps both for the head's column parts (litert_decoder.HeadParts)
+        self.embed = self._embed  # ids -> scaled embeddings
+        self.head = hf_model.lm_head  # x -> logits (before the final soft-cap)
 
     def _rope(self, x: torch.Tensor, position_ids: torch.Tensor, layer_type: str):
         if self.per_layer_rope:
@@ -125,9 +128,7 @@ class CacheDecoder(nn.Module):
     def run_layers(self, input_ids, position_ids, masks, cache_updater):
         """Embedding → layers → logits. cache_updater(i) gives layer i's (k, v) -> (K, V)."""
         model = self.hf.model
-        h = model.embed_tokens(input_ids)
-        if not hasattr(model.embed_tokens, "embed_scale"):  # older layouts scale outside
-            h = h * torch.tensor(self.hf.config.hidden_size**0.5, dtype=h.dtype)
+        h = self.embed(input_ids)
         rope = {t: self._rope(h, position_ids, t) for t in set(self.layer_types)}
         present = []
         layers = list(model.layers)
@@ -146,10 +147,22 @@ class CacheDecoder(nn.Module):
             else:
                 h, x = self.add_norm(h, a, layer.post_attention_layernorm)
                 h, x = self.add_norm(h, layer.mlp(x), next_norm)
-        logits = self.hf.lm_head(x)
+        logits = self.head(x)
         if self.final_softcap:
             logits = torch.tanh(logits / self.final_softcap) * self.final_softcap
         return logits, present
+
+    def _embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        table = self.hf.model.embed_tokens.weight
+        return nn.functional.embedding(input_ids, table) * self.embed_scale(table.dtype)
+
+    def embed_scale(self, dtype: torch.dtype) -> torch.Tensor:
+        """Gemma scales embeddings by sqrt(hidden) (Gemma 3's embedding module holds the
+        factor; transformers' Gemma 1/2 models apply it outside)."""
+        scale = getattr(self.hf.model.embed_tokens, "embed_scale", None)
+        if scale is None:
+            scale = torch.tensor(self.hf.config.hidden_size**0.5)
+        return scale.to(dtype)
 
     def add_norm(self, residual, x, norm):
         """(residual + x, norm(residual + x)): the ONNX layout fuses the pair into one node."""

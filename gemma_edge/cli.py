@@ -117,6 +117,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
         raise GemmaEdgeError(f"unknown export format {','.join(unknown) or '(none)'}",
                              f"use one or more of: {', '.join(EXPORTERS)}")
     formats = sorted(set(formats), key=list(EXPORTERS).index)
+    if args.head_block < 0:
+        raise GemmaEdgeError(f"--head-block must be 0 or positive, not {args.head_block}",
+                             "use 0 (one tensor) or a divisor of the hidden size, e.g. 128")
     for fmt in formats:  # refuse before the (slow) model load, not after it
         if (Path(args.out) / fmt).exists() and not args.overwrite:
             raise GemmaEdgeError(f"{Path(args.out) / fmt} already exists",
@@ -126,8 +129,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     for fmt in formats:
         module, func = EXPORTERS[fmt]
         exporter = getattr(importlib.import_module(module), func)
-        options = ({"prefill_lengths": args.prefill_lengths, "cache_length": args.cache_length}
-                   if fmt == "tflite" else {})
+        options = ({"prefill_lengths": args.prefill_lengths, "cache_length": args.cache_length,
+                    "head_block": args.head_block} if fmt == "tflite" else {})
         manifest = exporter(ref, Path(args.out) / fmt, overwrite=args.overwrite, **options)
         size = sum(f["bytes"] for f in manifest["files"].values())
         results[fmt] = {"dir": str(Path(args.out) / fmt), "bytes": size,
@@ -340,6 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-length", type=int, default=None,
                    help="tflite: KV cache capacity in tokens (default 1024, or the "
                         "model's context if smaller)")
+    p.add_argument("--head-block", type=int, default=0,
+                   help="tflite: store the tied embedding / LM head as column parts of N "
+                        "inputs, so int8 gets one scale per N inputs of each row (more "
+                        "faithful int8, slower LiteRT-LM decode; default 0: one tensor)")
     p.add_argument("--variant", choices=("pt", "it"), help="override PT/IT detection")
 
     from quantization.recipes import RECIPES  # data only: no torch

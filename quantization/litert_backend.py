@@ -10,8 +10,9 @@ torch's), so no tensor names are needed. Then:
 - `float` activations: weight-only (dequantized in the graph, float compute);
 - `dynamic-int8`: blockwise weights, activations quantized to int8 at run time (the only
   way LiteRT runs blockwise int4);
-- the LM head / tied embedding (the FULLY_CONNECTED writing `*logits_output`, and the
-  EMBEDDING_LOOKUP) gets the head's spec.
+- the LM head / tied embedding (the FULLY_CONNECTED ops multiplying by it, and the
+  EMBEDDING_LOOKUP) gets the head's spec. An export stores it as column parts
+  (litert_decoder.HeadParts); each part is its own tensor, quantized per output channel.
 
 Afterwards the result is checked: every weight we decided must now be an integer tensor
 (ai-edge-quantizer 0.10 silently leaves some configurations unquantized).
@@ -101,12 +102,24 @@ def snap_weights(path: Path, weights: dict[str, QuantizedWeight]) -> int:
     return len(matched)
 
 
-def head_outputs(data, head: QuantizedWeight, matched: dict) -> list[str]:
-    """Names of the outputs of every FULLY_CONNECTED that multiplies by the LM head weight
-    (or a scaled copy of it: Gemma 2's final soft-cap folds 1/30 into it)."""
+def as_stored(weights: dict[str, QuantizedWeight]) -> dict[str, QuantizedWeight]:
+    """The weights as the TFLite graph holds them: the head as its column parts."""
+    out = {}
+    for name, qw in weights.items():
+        out.update({part.name: part for part in qw.parts} if qw.parts else {name: qw})
+    return out
+
+
+def _is_head(qw: QuantizedWeight) -> bool:
+    return qw.name.split("#")[0] == HEAD
+
+
+def head_outputs(data, matched: dict) -> list[str]:
+    """Names of the outputs of every FULLY_CONNECTED that multiplies by an LM head part
+    (or a scaled copy of one: Gemma 2's final soft-cap folds 1/30 into it)."""
     schema = _schema()
     model = schema.Model.GetRootAs(data, 0)
-    heads = {b for b, (qw, _f) in matched.items() if qw is head}
+    heads = {b for b, (qw, _f) in matched.items() if _is_head(qw)}
     fc = {i for i in range(model.OperatorCodesLength())
           if max(model.OperatorCodes(i).BuiltinCode(),
                  model.OperatorCodes(i).DeprecatedBuiltinCode()) == schema.BuiltinOperator.FULLY_CONNECTED}
@@ -132,8 +145,8 @@ def _aeq_recipe(recipe: Recipe, weights: dict[str, QuantizedWeight], head_names:
     def granularity(qw: QuantizedWeight):
         return gran.CHANNELWISE if qw.grid.block == 0 else getattr(gran, f"BLOCKWISE_{qw.grid.block}")
 
-    body = next(qw for name, qw in weights.items() if name != HEAD)
-    head = weights[HEAD]
+    body = next(qw for qw in weights.values() if not _is_head(qw))
+    head = next(qw for qw in weights.values() if _is_head(qw))
     manager = recipe_manager.RecipeManager()
     activations = recipe.activations["tflite"]
 
@@ -144,7 +157,7 @@ def _aeq_recipe(recipe: Recipe, weights: dict[str, QuantizedWeight], head_names:
             manager.add_weight_only_config(regex, operation, qw.grid.bits, granularity(qw))
 
     add(".*", op.FULLY_CONNECTED, body, activations == "dynamic-int8")
-    head_dynamic = activations == "dynamic-int8" and (head.grid.block != 0 or recipe.dynamic_head)
+    head_dynamic = activations == "dynamic-int8" and (head.grid.bits == 4 or recipe.dynamic_head)
     if head_names:  # later, narrower configs win
         # ai-edge-quantizer's scope is the op's output names joined by ';'
         add("(?:^|;)(?:" + "|".join(re.escape(n) for n in head_names) + ")(?:;|$)",
@@ -164,6 +177,7 @@ def quantize_tflite(src_dir: Path, dst_dir: Path, weights: dict[str, QuantizedWe
     if recipe.activations["tflite"] not in ("float", "dynamic-int8"):
         raise GemmaEdgeError(f"recipe '{recipe.name}' ({recipe.activations['tflite']} activations) "
                              "is not implemented for TFLite yet", "use int8 or an int4 recipe")
+    weights = as_stored(weights)
     dst_dir.mkdir(parents=True, exist_ok=True)
     staging = dst_dir / ".snapped.tflite"
     snapped = 0
@@ -172,7 +186,7 @@ def quantize_tflite(src_dir: Path, dst_dir: Path, weights: dict[str, QuantizedWe
 
         shutil.copyfile(src_dir / MODEL_FILE, staging)
         with open(staging, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            names = head_outputs(data, weights[HEAD], match_weights(data, weights))
+            names = head_outputs(data, match_weights(data, weights))
         if any(qw.method != "rtn" for qw in weights.values()):
             snapped = snap_weights(staging, weights)
             log.info("snapped %d float weights onto the calibrated grid", snapped)

@@ -55,8 +55,10 @@ def quantize_export(export_dir: str | Path, out_dir: str | Path, recipe_name: st
     if inputs.get("source_sha256") not in (None, ref.sha256):
         raise GemmaEdgeError(f"{export_dir} was exported from a different model than {ref.spec} "
                              "now is (source hash changed)", "re-export, then quantize")
+    head_parts = manifest.get("graph", {}).get("head_block", 0) if fmt == "tflite" else 0
     weights = quantize_weights(ref, recipe, fmt, calibration=calibration,
-                               calibration_tokens=calibration_tokens, progress=progress)
+                               calibration_tokens=calibration_tokens, progress=progress,
+                               head_parts=head_parts)
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
         if fmt == "onnx":
             from quantization.onnx_backend import quantize_onnx

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from quantization.grid import Grid, dequantize, grid_for, quantize_rtn
-from quantization.recipes import Recipe
+from quantization.recipes import HEAD, Recipe
 
 log = logging.getLogger("gemma_edge")
 
@@ -31,6 +31,8 @@ class QuantizedWeight:
     output_error: float | None = None  # relative layer-output error on calibration text
     probe: np.ndarray | None = None  # a strided sample of the float weight (see scale_of)
     weight_error: float | None = None  # ||W - Ŵ|| / ||W||
+    parts: list[QuantizedWeight] | None = None  # column parts, as a LiteRT export stores the head
+
 
     def dequantized(self) -> np.ndarray:
         return dequantize(self.codes, self.scales)
@@ -52,6 +54,21 @@ def _PROBE_STRIDE(size: int) -> int:  # noqa: N802
     return max(1, size // 4096)
 
 
+def column_parts(qw: QuantizedWeight, weight: np.ndarray) -> list[QuantizedWeight]:
+    """A blockwise weight as its column blocks, each per output channel: how a LiteRT
+    export holds the LM head (litert_decoder.HeadParts), one scale per row of each part."""
+    k = weight.shape[1]
+    width = qw.grid.block_size(k)
+    grid = Grid(qw.grid.bits, 0, qw.grid.signed_min, qw.grid.bf16_scales)
+    parts = []
+    for j, start in enumerate(range(0, k, width)):
+        w = np.ascontiguousarray(weight[:, start:start + width])
+        parts.append(QuantizedWeight(f"{qw.name}#{j}", grid, qw.codes[:, start:start + width],
+                                     qw.scales[:, j:j + 1], qw.method, weight_hash(w),
+                                     probe=w.ravel()[:: _PROBE_STRIDE(w.size)].copy()))
+    return parts
+
+
 def weight_hash(array: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(array, dtype=np.float32).tobytes()).hexdigest()
 
@@ -63,8 +80,12 @@ def linear_names(model) -> list[str]:
 
 
 def quantize_weights(ref, recipe: Recipe, fmt: str, *, calibration: str | None = None,
-                     calibration_tokens: int = 4096, progress: bool = True) -> dict[str, QuantizedWeight]:
-    """Every Linear of `ref.model` quantized as `recipe` says for `fmt`."""
+                     calibration_tokens: int = 4096, progress: bool = True,
+                     head_parts: int = 0) -> dict[str, QuantizedWeight]:
+    """Every Linear of `ref.model` quantized as `recipe` says for `fmt`.
+
+    head_parts: the column width of a LiteRT export's LM head parts (0: one tensor). The
+    head is then quantized per output row of each part: blocks of that width."""
     from tqdm import tqdm
 
     from quantization.calibration import DEFAULT_CALIBRATION
@@ -82,7 +103,10 @@ def quantize_weights(ref, recipe: Recipe, fmt: str, *, calibration: str | None =
                      leave=False):
         spec = recipe.spec_for(name)
         weight = modules[name].weight.detach().float().numpy()
-        grid = grid_for(fmt, spec.bits, spec.block(fmt))
+        split = head_parts and name == HEAD
+        grid = grid_for(fmt, spec.bits, head_parts if split else spec.block(fmt))
+        if split:  # each part is per channel: float32 row scales, not int4's bf16 block scales
+            grid = Grid(grid.bits, grid.block, grid.signed_min, bf16_scales=False)
         if spec.method == "gptq":
             key = id(hessians[name])  # q/k/v and gate/up share one Hessian array
             if key not in factors:
@@ -94,6 +118,8 @@ def quantize_weights(ref, recipe: Recipe, fmt: str, *, calibration: str | None =
         delta = np.linalg.norm(weight - dequantize(codes, scales)) / max(np.linalg.norm(weight), 1e-30)
         out[name] = QuantizedWeight(name, grid, codes, scales, spec.method, weight_hash(weight), err,
                                     weight.ravel()[:: _PROBE_STRIDE(weight.size)].copy(), float(delta))
+        if split:
+            out[name].parts = column_parts(out[name], weight)
     return out
 
 

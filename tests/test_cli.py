@@ -64,6 +64,8 @@ BAD_INPUTS = [
     (["run", "tiny:gemma", "--prompt", "x", "--max-new-tokens", "0"], "at least 1"),
     (["run", "tiny:gemma"], "required: --prompt"),
     (["frobnicate"], "invalid choice"),
+    (["export", "tiny:gemma3_text", "--format", "tflite", "--out", "/nonexistent/out",
+      "--head-block", "-8"], "--head-block must be 0 or positive"),
 ]
 
 

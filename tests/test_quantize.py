@@ -48,7 +48,7 @@ def quantized(tmp_path_factory, tiny, tiny_export):
     return get
 
 
-def _fake_quantized(ref, recipe, fmt):
+def _fake_quantized(ref, recipe, fmt, head_parts=0):
     import torch
 
     from quantization.weights import quantize_weights
@@ -57,7 +57,7 @@ def _fake_quantized(ref, recipe, fmt):
     modules = dict(model.named_modules())
     with torch.no_grad():
         for name, qw in quantize_weights(ref, RECIPES[recipe], fmt, progress=False,
-                                         calibration_tokens=1024).items():
+                                         calibration_tokens=1024, head_parts=head_parts).items():
             modules[name].weight.copy_(torch.from_numpy(qw.dequantized()))
     return model
 
@@ -90,13 +90,51 @@ def test_runtime_executes_exactly_our_grid(tiny, quantized, name, fmt, recipe):
     out, manifest = quantized(fmt, name, recipe, 0 if fmt == "onnx" else None)
     assert manifest["quantization"]["activations"] == "float"
     ids = ref.encode(TEXT)
-    expect = teacher_forced_logits(TorchRunner(_fake_quantized(ref, recipe, fmt)), ids, 8)
+    head_parts = manifest["graph"].get("head_block", 0) if fmt == "tflite" else 0
+    expect = teacher_forced_logits(TorchRunner(_fake_quantized(ref, recipe, fmt, head_parts)), ids, 8)
     runner = open_runner(out)
     got = teacher_forced_logits(runner, ids, 8)
     runner.close()
     np.testing.assert_allclose(got, expect, atol=2e-4)
     base = teacher_forced_logits(TorchRunner(ref.model), ids, 8)
     assert np.abs(base - got).max() > 1e-3  # and it is not the float model
+
+
+def test_litert_head_parts_get_one_int8_scale_per_part_row(tiny, tmp_path):
+    """export --head-block 64: the tied table as two 64-wide parts (one lookup and one
+    FULLY_CONNECTED each). The float graph still equals torch; int8 then has one scale per
+    64 inputs of each head row, and the runtime executes exactly that grid. Gemma 2: the
+    converter folds the final soft-cap's 1/30 into each part (found as scaled copies)."""
+    from exporter.tflite_export import export_tflite
+    from quantization.quantize import quantize_export
+    from quantization.weights import quantize_weights
+    from tests.conftest import TINY_TFLITE
+
+    from gemma_edge.errors import GemmaEdgeError
+
+    ref = tiny("gemma2")
+    ids = ref.encode(TEXT)
+    with pytest.raises(GemmaEdgeError, match="does not divide the hidden size 128"):
+        export_tflite(ref, tmp_path / "bad", head_block=48)
+    assert not (tmp_path / "bad").exists()
+    export = export_tflite(ref, tmp_path / "tflite", head_block=64, **TINY_TFLITE)
+    assert export["graph"]["head_block"] == 64
+    runner = open_runner(tmp_path / "tflite")
+    np.testing.assert_allclose(teacher_forced_logits(runner, ids, 8),
+                               teacher_forced_logits(TorchRunner(ref.model), ids, 8), atol=1e-4)
+    runner.close()
+    manifest = quantize_export(tmp_path / "tflite", tmp_path / "q", "int8-calibrated", ref=ref,
+                               progress=False, calibration_tokens=1024)
+    assert manifest["quantization"]["head"]["grid"] == "int8-block64"
+    runner = open_runner(tmp_path / "q")
+    got = teacher_forced_logits(runner, ids, 8)
+    runner.close()
+    expect = teacher_forced_logits(TorchRunner(_fake_quantized(ref, "int8-calibrated", "tflite", 64)), ids, 8)
+    np.testing.assert_allclose(got, expect, atol=2e-4)
+    # finer scales: the head's weight error is below one scale per whole row
+    rows = quantize_weights(ref, RECIPES["int8"], "tflite", progress=False)["lm_head"]
+    parts = quantize_weights(ref, RECIPES["int8"], "tflite", progress=False, head_parts=64)["lm_head"]
+    assert parts.weight_error < rows.weight_error
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "tflite"])
