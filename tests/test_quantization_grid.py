@@ -103,3 +103,12 @@ def test_gptq_factors_computed_once_give_the_same_codes():
         fresh = gptq_quantize(w, h, grid)
         shared = gptq_quantize(w, None, grid, factors=factors)
         assert np.array_equal(fresh[0], shared[0]) and np.array_equal(fresh[1], shared[1])
+
+
+def test_output_error_of_a_tall_weight_is_estimated_on_strided_rows():
+    """The 262k-row LM head's diagnostic runs on a strided subset of rows: same estimate."""
+    w, h = _layer(n=8192, k=64, seed=3)
+    codes, scales = quantize_rtn(w, grid_for("onnx", 4, 32))
+    full = output_error(w, codes, scales, h, max_rows=8192)
+    sampled = output_error(w, codes, scales, h, max_rows=2048)
+    assert sampled != full and sampled == pytest.approx(full, rel=0.1)
