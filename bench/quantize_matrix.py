@@ -9,7 +9,9 @@ in onnxruntime-genai (teacher-forced one token at a time for parity).
 usage: python bench/quantize_matrix.py --build build [--formats onnx,tflite]
        [--recipes int8,int8-calibrated,...] [--no-peer] [--redo]
 (quantize time per recipe is its process's wall time divided by the recipes it made)
-Needs fp32 exports in BUILD/onnx and BUILD/tflite (gemma-edge export ... --out BUILD).
+Needs fp32 exports in BUILD/onnx and BUILD/tflite (gemma-edge export ... --out BUILD). For
+LiteRT with the head in column parts, export into another BUILD with --head-block 64 and
+run --formats tflite there (the head's grid is in each row's label).
 """
 
 from __future__ import annotations
@@ -124,7 +126,8 @@ def main() -> None:
         for recipe in offered:
             cost = costs[recipe]
             runner = open_runner(build / f"{fmt}-{recipe}", threads=THREADS)
-            row = {"artifact": f"ours {fmt} {recipe}", "runtime": runner.name,
+            quant = json.loads((build / f"{fmt}-{recipe}" / "manifest.json").read_text())["quantization"]
+            row = {"artifact": f"ours {fmt} {recipe} (head {quant['head']['grid']})", "runtime": runner.name,
                    "mib": model_bytes(build / f"{fmt}-{recipe}") / 2**20, **cost,
                    **evaluate(runner, base, ids, split, args.reps)}
             runner.close()
