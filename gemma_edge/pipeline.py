@@ -13,6 +13,8 @@ Spec (TOML):
     # or per format:  [recipes]  onnx = ["int8-calibrated"]  tflite = ["int8-dynamic"]
     gates    = "my-gates.json"                          # optional
     package  = true                                      # .litertlm / ONNX bundle per artifact
+    [export]
+    tflite_head_block = 64   # optional: LiteRT LM head in column parts (export --head-block)
     [check]
     text = "builtin:gemma_edge_field_notes+austen_pride_and_prejudice_ch1"
     max_tokens = 512
@@ -44,6 +46,11 @@ class BuildSpec:
     gates: str | None = None
     package: bool = True
     check: dict[str, Any] = field(default_factory=dict)
+    export: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def head_block(self) -> int:
+        return int(self.export.get("tflite_head_block", 0))
 
     @classmethod
     def load(cls, path: str | Path) -> BuildSpec:
@@ -56,10 +63,11 @@ class BuildSpec:
             data = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as exc:
             raise GemmaEdgeError(f"build spec {path} is not valid TOML ({exc})") from None
-        unknown = set(data) - {"source", "out", "formats", "recipes", "gates", "package", "check"}
+        unknown = set(data) - {"source", "out", "formats", "recipes", "gates", "package", "check",
+                               "export"}
         if unknown:
             raise GemmaEdgeError(f"build spec {path} has unknown keys: {', '.join(sorted(unknown))}",
-                                 "use source, out, formats, recipes, gates, package, [check]")
+                                 "use source, out, formats, recipes, gates, package, [export], [check]")
         if "source" not in data:
             raise GemmaEdgeError(f"build spec {path} has no source", 'add source = "builtin:gemma3-270m"')
         base = path.parent
@@ -67,7 +75,8 @@ class BuildSpec:
         spec = cls(source=data["source"], out=base / data.get("out", "build"), formats=formats,
                    recipes=_recipes_by_format(data.get("recipes", []), formats),
                    gates=str(base / data["gates"]) if data.get("gates") else None,
-                   package=bool(data.get("package", True)), check=dict(data.get("check", {})))
+                   package=bool(data.get("package", True)), check=dict(data.get("check", {})),
+                   export=dict(data.get("export", {})))
         spec.validate()
         return spec
 
@@ -85,6 +94,14 @@ class BuildSpec:
         if unknown:
             raise GemmaEdgeError(f"build spec: unknown recipe {unknown[0]}",
                                  f"use any of: {', '.join(RECIPES)}")
+        extra = set(self.export) - {"tflite_head_block"}
+        if extra:
+            raise GemmaEdgeError(f"build spec: unknown [export] keys {', '.join(sorted(extra))}",
+                                 "use tflite_head_block")
+        block = self.export.get("tflite_head_block", 0)
+        if not isinstance(block, int) or isinstance(block, bool) or block < 0:
+            raise GemmaEdgeError("build spec: [export] tflite_head_block must be an integer >= 0, "
+                                 f"not {block!r}", "e.g. tflite_head_block = 64, or leave it out")
         extra = set(self.check) - {"text", "max_tokens", "latency", "greedy_tokens"}
         if extra:
             raise GemmaEdgeError(f"build spec: unknown [check] keys {', '.join(sorted(extra))}",
@@ -157,9 +174,11 @@ def run_build(spec: BuildSpec, *, progress: bool = True) -> dict[str, Any]:
         """Export one format, then quantize it with each of its recipes."""
         target = spec.out / fmt
         current = _manifest(target)
-        fresh = bool(current) and current["inputs"].get("source_sha256") == source_sha
+        options = ["--head-block", str(spec.head_block)] if fmt == "tflite" else []
+        fresh = bool(current) and current["inputs"].get("source_sha256") == source_sha and (
+            fmt != "tflite" or current["graph"].get("head_block", 0) == spec.head_block)
         stage(f"export {fmt}", target, fresh, lambda: _child(
-            "export", spec.source, "--format", fmt, "--out", str(spec.out), "--overwrite"))
+            "export", spec.source, "--format", fmt, "--out", str(spec.out), "--overwrite", *options))
         made = [target]
         export_sha = _model_sha(_manifest(target))
         stale = []

@@ -33,7 +33,6 @@ class QuantizedWeight:
     weight_error: float | None = None  # ||W - Ŵ|| / ||W||
     parts: list[QuantizedWeight] | None = None  # column parts, as a LiteRT export stores the head
 
-
     def dequantized(self) -> np.ndarray:
         return dequantize(self.codes, self.scales)
 
