@@ -153,29 +153,44 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     from quantization.quantize import quantize_export
     from quantization.recipes import get_recipe
 
-    export = Path(args.export_dir)
-    manifest = require_manifest(export, "export", "`gemma-edge export`")
-    fmt = manifest.get("format", "?")
-    names = [r.strip() for r in args.recipe.split(",") if r.strip()]
+    exports = [Path(d) for d in args.export_dir]
+    manifests = [require_manifest(e, "export", "`gemma-edge export`") for e in exports]
+    formats = [m.get("format", "?") for m in manifests]
+    if len(exports) > 1 and args.out:
+        raise GemmaEdgeError("--out takes one export directory", "leave --out away: outputs go "
+                             "next to each export as <format>-<recipe>")
+    if len({(m["inputs"]["source"], m["inputs"].get("source_sha256")) for m in manifests}) > 1:
+        raise GemmaEdgeError("the export directories come from different models",
+                             "quantize them one command at a time")
+    jobs = []  # (export, format, recipe): FORMAT=NAME applies to that format's export only
+    for token in (t.strip() for t in args.recipe.split(",") if t.strip()):
+        only, _, name = token.rpartition("=")
+        if only and only not in formats:
+            raise GemmaEdgeError(f"--recipe {token}: none of the exports is {only}",
+                                 f"the exports are {', '.join(formats)}")
+        jobs += [(e, f, name) for e, f in zip(exports, formats, strict=True) if only in ("", f)]
     outs = {}
-    for name in names:  # every recipe is checked before the (slow) model load
+    for export, fmt, name in jobs:  # every recipe is checked before the (slow) model load
         get_recipe(name, fmt)
-        outs[name] = (Path(args.out) if args.out and len(names) == 1 else
-                      (Path(args.out) if args.out else export.parent) / f"{fmt}-{name}")
-        if outs[name].exists() and not args.overwrite:
-            raise GemmaEdgeError(f"{outs[name]} already exists", "pass --overwrite or choose another --out")
-    ref = load_source(manifest["inputs"]["source"], variant=manifest["inputs"].get("variant"))
+        outs[export, name] = (Path(args.out) if args.out and len(jobs) == 1 else
+                              (Path(args.out) if args.out else export.parent) / f"{fmt}-{name}")
+        if outs[export, name].exists() and not args.overwrite:
+            raise GemmaEdgeError(f"{outs[export, name]} already exists",
+                                 "pass --overwrite or choose another --out")
+    inputs = manifests[0]["inputs"]
+    ref = load_source(inputs["source"], variant=inputs.get("variant"))
     results = {}
-    for name in names:
-        result = quantize_export(export, outs[name], name, calibration=args.calibration, ref=ref,
+    for export, fmt, name in jobs:  # one model load and one calibration for all of them
+        out = outs[export, name]
+        result = quantize_export(export, out, name, calibration=args.calibration, ref=ref,
                                  overwrite=args.overwrite, progress=not args.quiet)
         size = sum(f["bytes"] for f in result["files"].values())
-        results[name] = {"dir": str(outs[name]), "bytes": size,
-                         "wall_seconds": result["wall_seconds"],
-                         "grids": {k: result["quantization"][k] for k in ("body", "head")}}
+        results[name if len(exports) == 1 else f"{fmt}-{name}"] = {
+            "dir": str(out), "bytes": size, "wall_seconds": result["wall_seconds"],
+            "grids": {k: result["quantization"][k] for k in ("body", "head")}}
         if not args.json:
             q = result["quantization"]
-            print(f"{name}: {outs[name]}  {size / 2**20:.1f} MiB, {result['wall_seconds']:.1f} s "
+            print(f"{name}: {out}  {size / 2**20:.1f} MiB, {result['wall_seconds']:.1f} s "
                   f"(body {q['body']['grid']} {q['body']['method']}, head {q['head']['grid']} "
                   f"{q['head']['method']}, activations {q['activations']})")
     if args.json:
@@ -352,9 +367,12 @@ def build_parser() -> argparse.ArgumentParser:
     from quantization.recipes import RECIPES  # data only: no torch
 
     p = add("quantize", _cmd_quantize, "quantize a float export (int8, int4) into a new artifact")
-    p.add_argument("export_dir", metavar="EXPORT_DIR", help="an fp32 export directory")
+    p.add_argument("export_dir", metavar="EXPORT_DIR", nargs="+",
+                   help="fp32 export directories of one model (one model load and one "
+                        "calibration for all)")
     p.add_argument("--recipe", required=True,
-                   help="comma-separated recipe names: " + ", ".join(RECIPES))
+                   help="comma-separated recipe names: " + ", ".join(RECIPES) + "; FORMAT=NAME "
+                        "applies to that format's export only (e.g. tflite=int4-calibrated)")
     p.add_argument("--calibration", default=None,
                    help="calibration text for calibrated recipes: a UTF-8 file or "
                         "builtin:<name>[+<name>...] (default: shipped text that never "

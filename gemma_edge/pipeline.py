@@ -170,8 +170,7 @@ def run_build(spec: BuildSpec, *, progress: bool = True) -> dict[str, Any]:
 
     source_sha = ref().sha256  # cached sources load in seconds; checks need the model anyway
 
-    def produce(fmt: str) -> list[Path]:
-        """Export one format, then quantize it with each of its recipes."""
+    def export(fmt: str) -> Path:
         target = spec.out / fmt
         current = _manifest(target)
         options = ["--head-block", str(spec.head_block)] if fmt == "tflite" else []
@@ -179,9 +178,16 @@ def run_build(spec: BuildSpec, *, progress: bool = True) -> dict[str, Any]:
             fmt != "tflite" or current["graph"].get("head_block", 0) == spec.head_block)
         stage(f"export {fmt}", target, fresh, lambda: _child(
             "export", spec.source, "--format", fmt, "--out", str(spec.out), "--overwrite", *options))
-        made = [target]
+        return target
+
+    # Exports one after the other (run side by side on 2 cores the build took as long:
+    # the converters and GPTQ use both cores already), then one quantize for all formats.
+    artifacts: list[Path] = []
+    stale: list[tuple[str, str]] = []  # (format, recipe) to quantize
+    for fmt in spec.formats:
+        target = export(fmt)
+        artifacts.append(target)
         export_sha = _model_sha(_manifest(target))
-        stale = []
         for recipe in spec.recipes.get(fmt, []):
             if fmt in RECIPES[recipe].refused:
                 log.info("[build] %s is not offered for %s (%s)", recipe, fmt, RECIPES[recipe].refused[fmt])
@@ -191,19 +197,17 @@ def run_build(spec: BuildSpec, *, progress: bool = True) -> dict[str, Any]:
             fresh = bool(current) and current["inputs"].get("export_sha256") == export_sha \
                 and current.get("recipe") == recipe
             if fresh:
-                stage(f"quantize {fmt} {recipe}", qtarget, True, None)
+                stage(f"quantize {fmt}-{recipe}", qtarget, True, None)
             else:
-                stale.append(recipe)
-            made.append(qtarget)
-        if stale:  # one process for all (next to the export): calibration collected once
-            names = stale[0] if len(stale) == 1 else "{" + ",".join(stale) + "}"
-            stage(f"quantize {fmt} {','.join(stale)}", spec.out / f"{fmt}-{names}", False, lambda: _child(
-                "quantize", str(target), "--recipe", ",".join(stale), "--overwrite", *([] if progress else ["-q"])))
-        return made
-
-    # Formats one after the other: run side by side (two chains on 2 cores) the build took
-    # as long (560 s vs 541 s): GPTQ and the converters use both cores already.
-    artifacts: list[Path] = [path for fmt in spec.formats for path in produce(fmt)]
+                stale.append((fmt, recipe))
+            artifacts.append(qtarget)
+    if stale:  # one process for every format: one model load, calibration collected once
+        names = [f"{fmt}-{recipe}" for fmt, recipe in stale]
+        target = spec.out / (names[0] if len(names) == 1 else "{" + ",".join(names) + "}")
+        exports = [str(spec.out / f) for f in spec.formats if f in {fmt for fmt, _r in stale}]
+        stage(f"quantize {', '.join(names)}", target, False, lambda: _child(
+            "quantize", *exports, "--recipe", ",".join(f"{fmt}={recipe}" for fmt, recipe in stale),
+            "--overwrite", *([] if progress else ["-q"])))
 
     results = []
     for artifact in artifacts:

@@ -20,6 +20,8 @@ Afterwards the result is checked: every weight we decided must now be an integer
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import mmap
 from pathlib import Path
@@ -191,8 +193,11 @@ def quantize_tflite(src_dir: Path, dst_dir: Path, weights: dict[str, QuantizedWe
             snapped = snap_weights(staging, weights)
             log.info("snapped %d float weights onto the calibrated grid", snapped)
         qt = quantizer.Quantizer(str(staging), _aeq_recipe(recipe, weights, names))
-        result = qt.quantize()
-        result.export_model(str(dst_dir / MODEL_FILE), overwrite=True)
+        chatter = io.StringIO()  # it prints sizes to stdout, which `--json` keeps for JSON
+        with contextlib.redirect_stdout(chatter):
+            result = qt.quantize()
+            result.export_model(str(dst_dir / MODEL_FILE), overwrite=True)
+        log.debug("ai-edge-quantizer: %s", chatter.getvalue().strip())
     finally:
         staging.unlink(missing_ok=True)
     with open(dst_dir / MODEL_FILE, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:

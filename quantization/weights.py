@@ -124,8 +124,8 @@ def quantize_weights(ref, recipe: Recipe, fmt: str, *, calibration: str | None =
 
 def _calibration(ref, spec: str, tokens: int, names: list[str]) -> tuple[dict, dict]:
     """Hessians of every Linear's input on the calibration text, and a cache for the GPTQ
-    factors derived from them: computed once per loaded model, so `quantize --recipe a,b`
-    (what a build runs per format) collects and inverts them once for all its recipes."""
+    factors derived from them: computed once per loaded model, so one `quantize` run (what a
+    build runs, over every format's export) collects and inverts them once for all recipes."""
     from quantization.calibration import calibration_batches, collect_hessians
 
     def collect() -> tuple[dict, dict]:

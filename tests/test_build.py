@@ -21,7 +21,7 @@ def test_build_runs_every_stage_then_skips_unchanged_ones(tmp_path, capsys):
     assert main(["build", str(spec), "--json", "-q"]) == 0
     first = json.loads(capsys.readouterr().out)
     names = [s["stage"] for s in first["stages"]]
-    assert names == ["export onnx", "quantize onnx int8", "check onnx", "check onnx-int8",
+    assert names == ["export onnx", "quantize onnx-int8", "check onnx", "check onnx-int8",
                      "package onnx", "package onnx-int8"]
     assert not any(s["skipped"] for s in first["stages"])
     assert (tmp_path / "b" / "report.html").is_file() and len(first["packages"]) == 2

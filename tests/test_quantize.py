@@ -192,6 +192,32 @@ def test_quantize_cli_writes_artifacts(tmp_path, tiny_export, capsys):
     assert "already quantized" in capsys.readouterr().err
 
 
+def test_quantize_cli_takes_both_formats_of_one_model_in_one_run(tmp_path, tiny_export, capsys):
+    """What `build` runs: one model load and calibration for every format; FORMAT=NAME
+    limits a recipe to that format's export."""
+    import shutil
+
+    for fmt in ("onnx", "tflite"):
+        shutil.copytree(tiny_export(fmt, "gemma3_text")[0], tmp_path / fmt)
+    other = tiny_export("onnx", "gemma")[0]
+    capsys.readouterr()
+    exports = [str(tmp_path / "onnx"), str(tmp_path / "tflite")]
+    for argv, message in [([*exports[:1], "--recipe", "tflite=int8"], "none of the exports is tflite"),
+                          ([*exports, "--recipe", "int8", "--out", str(tmp_path / "x")], "--out takes one"),
+                          ([*exports, "--recipe", "int4-all-block32"], "not offered for tflite"),
+                          ([exports[0], str(other), "--recipe", "int8"], "different models")]:
+        assert main(["quantize", *argv, "-q"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+    assert main(["quantize", *exports, "--recipe", "int8-calibrated,onnx=int4-block64", "--json",
+                 "-q"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert sorted(result) == ["onnx-int4-block64", "onnx-int8-calibrated", "tflite-int8-calibrated"]
+    for name, row in result.items():
+        manifest = json.loads((tmp_path / name / "manifest.json").read_text())
+        assert row["dir"] == str(tmp_path / name) and manifest["format"] == name.split("-")[0]
+
+
 def test_check_report_shows_quantized_rows_and_per_layer_error(quantized, capsys):
     out, _ = quantized("onnx", "gemma3_text", "int4-calibrated")
     code = main(["check", str(out), "--against", "tiny:gemma3_text", "--no-latency",
