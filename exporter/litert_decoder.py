@@ -17,7 +17,7 @@ embedding a concatenation of one lookup per part, on the same tables. LiteRT's i
 scale per output row of a weight, so per part that is one scale per `head_block` inputs
 (ai-edge-quantizer offers blocks only for int4). Measured on the 270M (512 held-out
 tokens): LiteRT int8-calibrated KLD 0.0040 -> 0.0022 (128) / 0.0018 (64), int8-dynamic
-0.021 -> 0.016 (128); but LiteRT-LM decoded 5-15 % slower and its RSS grew 24-76 MiB
+0.021 -> 0.016 (128); but LiteRT-LM decoded at 0.80-0.99x and its RSS grew 24-79 MiB
 (one copy of 262k per-row scales per part, per signature), so the default is one tensor.
 """
 
