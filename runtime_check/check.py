@@ -17,10 +17,14 @@ from gemma_edge.sources import ReferenceModel
 from runtime_check.gates import evaluate_gates, load_gates, recipe_family
 from runtime_check.parity import greedy_match_length, parity_metrics
 from runtime_check.report import REPORT_SCHEMA
-from runtime_check.runner import greedy_generate, teacher_forced_logits
+from runtime_check.runner import greedy_generate, greedy_margins, teacher_forced_logits
 
 log = logging.getLogger("gemma_edge")
 
+# top-1 minus top-2 logit of the reference below which a greedy step is a near-tie: int8
+# artifacts of the 270M move logits by 0.05-2, and its greedy paths on DEFAULT_PROMPTS have
+# gaps of 0.005 and 0.017 (README, Packages)
+NEAR_TIE = 0.1
 DEFAULT_PROMPTS = (
     "The capital of France is",
     "def fibonacci(n):",
@@ -80,12 +84,16 @@ def check_artifact(artifact: str | Path, ref: ReferenceModel, *, text: str,
     greedy = []
     for prompt in prompts:
         prompt_ids = ref.encode(prompt)
-        expect = ref.memoized(("greedy", tuple(prompt_ids), greedy_tokens),
-                              lambda ids=prompt_ids: list(greedy_generate(reference, ids, greedy_tokens)))
+        expect, margins = ref.memoized(("greedy", tuple(prompt_ids), greedy_tokens),
+                                       lambda ids=prompt_ids: greedy_margins(reference, ids, greedy_tokens))
         got = list(greedy_generate(runner, prompt_ids, greedy_tokens))
+        ties = [i for i, m in enumerate(margins) if m < NEAR_TIE]
         greedy.append({"prompt": prompt, "match": greedy_match_length(expect, got),
                        "of": len(expect), "reference": ref.tokenizer.decode(expect),
-                       "artifact": ref.tokenizer.decode(got)})
+                       "artifact": ref.tokenizer.decode(got),
+                       # the reference's own first near-tie: a parting there is a tie flip
+                       "reference_near_tie_at": ties[0] if ties else None,
+                       "reference_near_tie_margin": margins[ties[0]] if ties else None})
     runner.close()
     del runner
     _release_memory()  # the latency child needs it: LiteRT weight-only int8 peaks at 13 GB

@@ -94,6 +94,15 @@ def _fmt(v, spec: str) -> str:
     return "—" if v is None else format(v, spec)
 
 
+def _tie_note(g: dict) -> str:
+    """Where the reference itself nearly tied (older reports lack the field)."""
+    at = g.get("reference_near_tie_at")
+    if at is None:
+        return ""
+    return (f" <small>(reference near-tie at step {at + 1}: top-2 logits "
+            f"{g['reference_near_tie_margin']:.3f} apart)</small>")
+
+
 def _gate_item(gate: dict[str, Any]) -> str:
     mark, cls = ("✔", "pass") if gate["passed"] else ("✘", "fail")
     miss = "" if gate["passed"] else f" (missed by {gate['missed_by']:.3g})"
@@ -125,7 +134,7 @@ def render_html(results: list[dict[str, Any]], *, title: str) -> str:
         m = r["metrics"]
         gates = "".join(_gate_item(g) for g in r["gates"])
         greedy = "".join(
-            f"<tr><td>{escape(g['prompt'])}</td><td>{g['match']}/{g['of']}</td>"
+            f"<tr><td>{escape(g['prompt'])}</td><td>{g['match']}/{g['of']}{_tie_note(g)}</td>"
             f"<td>{escape(g['artifact'][:120])}</td></tr>" for g in r["greedy"])
         stats = (f"KLD mean {m['kld_mean']:.3g}, median {m['kld_median']:.3g}, p99 "
                  f"{m['kld_p99']:.3g}, max {m['kld_max']:.3g}; Δp top mean "

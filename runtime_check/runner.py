@@ -59,6 +59,22 @@ def greedy_generate(runner: Runner, prompt_ids: Sequence[int], max_new_tokens: i
         logits = runner.decode(token)
 
 
+def greedy_margins(runner: Runner, prompt_ids: Sequence[int],
+                   max_new_tokens: int) -> tuple[list[int], list[float]]:
+    """Greedy tokens after `prompt_ids` and, per step, the gap between the top two logits:
+    where it is small, any quantization may flip the choice (a near-tie, not a defect)."""
+    runner.reset()
+    logits = runner.prefill(list(prompt_ids))[-1]
+    tokens, margins = [], []
+    for step in range(max_new_tokens):
+        top2 = np.partition(np.asarray(logits, np.float64), -2)[-2:]
+        tokens.append(int(np.argmax(logits)))
+        margins.append(float(top2[1] - top2[0]))
+        if step < max_new_tokens - 1:
+            logits = runner.decode(tokens[-1])
+    return tokens, margins
+
+
 def teacher_forced_logits(runner: Runner, token_ids: Sequence[int], prefill_len: int,
                           decode_steps: int | None = None) -> np.ndarray:
     """Logits at every position: prefill the first `prefill_len` tokens, decode the next

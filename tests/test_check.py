@@ -53,6 +53,7 @@ def test_undamaged_export_passes_its_gates(build, fmt, capsys):
     assert code == 0 and out["passed"]
     assert out["metrics"]["max_abs_delta_logit"] < 1e-4 and out["metrics"]["top1_agreement"] == 1
     assert all(g["match"] == g["of"] == 8 for g in out["greedy"])
+    assert all("reference_near_tie_at" in g for g in out["greedy"])
     report = json.loads((build / fmt / "check" / "report.json").read_text())
     assert report["schema"] == 1 and len(report["metrics"]["kld_per_position"]) == 128
     lat = report["latency"]  # measured in a child process running only the runtime
@@ -153,3 +154,25 @@ def test_reference_side_is_computed_once_per_text(tiny, tiny_export):
     assert first["metrics"]["kld_mean"] == second["metrics"]["kld_mean"] < 1e-6
     check_artifact(src, ref, text=text + "Again.", greedy_tokens=4, latency=False)
     assert sum(k[0] == "logits" for k in ref.memo) == 1
+
+
+def test_greedy_records_where_the_reference_nearly_ties(tiny):
+    """Each greedy run carries the reference's top-1/top-2 logit gaps: a parting at a
+    near-tie is a tie flip, which the report says."""
+    from runtime_check.check import NEAR_TIE
+    from runtime_check.report import _tie_note
+    from runtime_check.runner import greedy_generate, greedy_margins
+    from runtime_check.torch_runner import TorchRunner
+
+    ref = tiny("gemma2")
+    runner = TorchRunner(ref.model)
+    ids = ref.encode("The quick brown fox")
+    tokens, margins = greedy_margins(runner, ids, 6)
+    assert tokens == list(greedy_generate(runner, ids, 6))
+    runner.reset()
+    logits = runner.prefill(ids)[-1]
+    top = np.sort(logits)[-2:]
+    assert margins[0] == pytest.approx(float(top[1] - top[0])) and min(margins) >= 0
+    entry = {"reference_near_tie_at": 2, "reference_near_tie_margin": NEAR_TIE / 4}
+    assert "near-tie at step 3" in _tie_note(entry) and "0.025" in _tie_note(entry)
+    assert _tie_note({"reference_near_tie_at": None}) == _tie_note({}) == ""
