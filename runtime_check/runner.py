@@ -45,33 +45,36 @@ def model_file(model: str | Path, filename: str, fmt: str) -> Path:
     return path
 
 
-def greedy_generate(runner: Runner, prompt_ids: Sequence[int], max_new_tokens: int,
-                    stop_ids: Iterable[int] = ()) -> Iterator[int]:
-    """Yield greedy tokens after `prompt_ids`; a stop token is yielded, then generation ends."""
+def greedy_steps(runner: Runner, prompt_ids: Sequence[int], max_new_tokens: int,
+                 stop_ids: Iterable[int] = ()) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (greedy token, the logits it was chosen from) after `prompt_ids`; a stop token
+    is yielded, then generation ends."""
     stop = set(stop_ids)
     runner.reset()
     logits = runner.prefill(list(prompt_ids))[-1]
     for step in range(max_new_tokens):
         token = int(np.argmax(logits))
-        yield token
+        yield token, logits
         if token in stop or step == max_new_tokens - 1:
             return
         logits = runner.decode(token)
+
+
+def greedy_generate(runner: Runner, prompt_ids: Sequence[int], max_new_tokens: int,
+                    stop_ids: Iterable[int] = ()) -> Iterator[int]:
+    """Yield greedy tokens after `prompt_ids`; a stop token is yielded, then generation ends."""
+    return (token for token, _logits in greedy_steps(runner, prompt_ids, max_new_tokens, stop_ids))
 
 
 def greedy_margins(runner: Runner, prompt_ids: Sequence[int],
                    max_new_tokens: int) -> tuple[list[int], list[float]]:
     """Greedy tokens after `prompt_ids` and, per step, the gap between the top two logits:
     where it is small, any quantization may flip the choice (a near-tie, not a defect)."""
-    runner.reset()
-    logits = runner.prefill(list(prompt_ids))[-1]
     tokens, margins = [], []
-    for step in range(max_new_tokens):
+    for token, logits in greedy_steps(runner, prompt_ids, max_new_tokens):
         top2 = np.partition(np.asarray(logits, np.float64), -2)[-2:]
-        tokens.append(int(np.argmax(logits)))
+        tokens.append(token)
         margins.append(float(top2[1] - top2[0]))
-        if step < max_new_tokens - 1:
-            logits = runner.decode(tokens[-1])
     return tokens, margins
 
 
