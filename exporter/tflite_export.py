@@ -30,7 +30,8 @@ DEFAULT_CACHE_LENGTH = 1024
 def export_tflite(ref: ReferenceModel, out_dir: str | Path, *, overwrite: bool = False,
                   prefill_lengths: tuple[int, ...] | None = None,
                   cache_length: int | None = None,
-                  lightweight: bool = True, head_block: int = 0) -> dict[str, Any]:
+                  lightweight: bool = True, head_block: int = 0,
+                  rotate: bool = False) -> dict[str, Any]:
     """Write OUT_DIR/{model.tflite, tokenizer files, manifest.json}.
 
     lightweight=True is litert-torch's lazy-constant conversion: on the 270M it cut
@@ -39,6 +40,8 @@ def export_tflite(ref: ReferenceModel, out_dir: str | Path, *, overwrite: bool =
     growing flatbuffer at once); paging the torch weights out before it did not help.
     head_block: store the LM head / tied embedding as column parts of this many inputs
     (litert_decoder.HeadParts: finer int8 scales, slower LiteRT-LM decode); 0 = one tensor.
+    rotate: rotate the weights' input spaces (exporter/rotation.py), so LiteRT's per-row int8
+    weights and dynamic int8 activations lose less; the same function in float.
     """
     if "tflite" not in ref.family.exports:
         raise GemmaEdgeError(f"the {ref.family.title} family has no TFLite export path yet")
@@ -61,6 +64,9 @@ def export_tflite(ref: ReferenceModel, out_dir: str | Path, *, overwrite: bool =
     if head_block < 0 or (head_block and hidden % head_block):
         raise GemmaEdgeError(f"--head-block {head_block} does not divide the hidden size {hidden}",
                              "use 0 (one tensor) or a divisor of the hidden size, e.g. 64 or 128")
+    if rotate and head_block:
+        raise GemmaEdgeError("--rotate and --head-block do not combine",
+                             "use one of them (--rotate is the more accurate)")
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise GemmaEdgeError(f"{out_dir} already exists", "pass --overwrite or choose another --out")
@@ -72,8 +78,12 @@ def export_tflite(ref: ReferenceModel, out_dir: str | Path, *, overwrite: bool =
     from exporter.litert_decoder import StaticCacheDecoder
 
     started = time.time()
-    module = StaticCacheDecoder(CacheDecoder(ref.model, ref.family), cache_length,
+    from exporter.rotation import apply_to_decoder, rotated_copy
+
+    model, rotation = rotated_copy(ref.model) if rotate else (ref.model, None)
+    module = StaticCacheDecoder(CacheDecoder(model, ref.family), cache_length,
                                 head_block=head_block).eval()
+    apply_to_decoder(module.decoder)
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
         log.info("converting %s to LiteRT: decode + prefill %s, KV cache %d",
                  ref.spec, "/".join(map(str, prefill_lengths)), cache_length)
@@ -87,11 +97,12 @@ def export_tflite(ref: ReferenceModel, out_dir: str | Path, *, overwrite: bool =
             # that matters at run time, so leave it off.
             edge_model = converter.convert(lightweight_conversion=lightweight,
                                            runtime_constant_folding=False)
-            facts = {**decoder_facts(module.decoder), "head_block": head_block}
+            facts = {**decoder_facts(module.decoder), "head_block": head_block,
+                     "rotation": rotation.spec() if rotation else None}
             signatures = {name: _signature_shapes(module, length, facts["vocab_size"])
                           for name, length in [("decode", 1)] + [
                               (f"prefill_{t}", t) for t in prefill_lengths]}
-            del converter, module
+            del converter, module, model
             edge_model.export(str(tmp / MODEL_FILE))
             del edge_model
         ref.tokenizer.save_pretrained(tmp)

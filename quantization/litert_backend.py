@@ -119,9 +119,22 @@ def _is_head(qw: QuantizedWeight) -> bool:
 def head_outputs(data, matched: dict) -> list[str]:
     """Names of the outputs of every FULLY_CONNECTED that multiplies by an LM head part
     (or a scaled copy of one: Gemma 2's final soft-cap folds 1/30 into it)."""
+    return fc_outputs(data, {b for b, (qw, _f) in matched.items() if _is_head(qw)})
+
+
+def float_buffers(data, arrays: list[np.ndarray]) -> set[int]:
+    """Buffer indices of the 2-D float constants equal to one of `arrays`."""
+    hashes = {weight_hash(a) for a in arrays}
+    shapes = {a.shape for a in arrays}
+    return {index for index, (offset, length, shape) in weight_tensors(data).items()
+            if shape in shapes and weight_hash(np.frombuffer(data[offset:offset + length], np.float32).reshape(shape))
+            in hashes}
+
+
+def fc_outputs(data, buffers: set[int]) -> list[str]:
+    """Names of the outputs of every FULLY_CONNECTED whose weight is one of these buffers."""
     schema = _schema()
     model = schema.Model.GetRootAs(data, 0)
-    heads = {b for b, (qw, _f) in matched.items() if _is_head(qw)}
     fc = {i for i in range(model.OperatorCodesLength())
           if max(model.OperatorCodes(i).BuiltinCode(),
                  model.OperatorCodes(i).DeprecatedBuiltinCode()) == schema.BuiltinOperator.FULLY_CONNECTED}
@@ -131,15 +144,22 @@ def head_outputs(data, matched: dict) -> list[str]:
         for o in range(graph.OperatorsLength()):
             op = graph.Operators(o)
             if op.OpcodeIndex() in fc and op.InputsLength() > 1 and op.Inputs(1) >= 0 \
-                    and graph.Tensors(op.Inputs(1)).Buffer() in heads:
+                    and graph.Tensors(op.Inputs(1)).Buffer() in buffers:
                 names.append(graph.Tensors(op.Outputs(0)).Name().decode())
     return names
 
 
-def _aeq_recipe(recipe: Recipe, weights: dict[str, QuantizedWeight], head_names: list[str]):
+def _any_of(names: list[str]) -> str:
+    """ai-edge-quantizer's scope regex for ops with any of these output names (it matches
+    an op's output names joined by ';')."""
     import re
 
-    from ai_edge_quantizer import qtyping, recipe_manager
+    return "(?:^|;)(?:" + "|".join(re.escape(n) for n in names) + ")(?:;|$)"
+
+
+def _aeq_recipe(recipe: Recipe, weights: dict[str, QuantizedWeight], head_names: list[str],
+                float_names: list[str]):
+    from ai_edge_quantizer import algorithm_manager, qtyping, recipe_manager
 
     op = qtyping.TFLOperationName
     gran = qtyping.QuantGranularity
@@ -161,9 +181,10 @@ def _aeq_recipe(recipe: Recipe, weights: dict[str, QuantizedWeight], head_names:
     add(".*", op.FULLY_CONNECTED, body, activations == "dynamic-int8")
     head_dynamic = activations == "dynamic-int8" and (head.grid.bits == 4 or recipe.dynamic_head)
     if head_names:  # later, narrower configs win
-        # ai-edge-quantizer's scope is the op's output names joined by ';'
-        add("(?:^|;)(?:" + "|".join(re.escape(n) for n in head_names) + ")(?:;|$)",
-            op.FULLY_CONNECTED, head, head_dynamic)
+        add(_any_of(head_names), op.FULLY_CONNECTED, head, head_dynamic)
+    if float_names:  # the rotations (exporter/rotation.py) stay float
+        manager.add_quantization_config(_any_of(float_names), op.FULLY_CONNECTED,
+                                        algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
     # A lookup quantizes no activations, so the "dynamic" config loses nothing: it keeps the
     # int8 table in the EMBEDDING_LOOKUP (as export_hf does). The weight-only config puts a
     # DEQUANTIZE of the whole 262k x 640 table in front of it, run at every step: 3x slower
@@ -173,7 +194,8 @@ def _aeq_recipe(recipe: Recipe, weights: dict[str, QuantizedWeight], head_names:
 
 
 def quantize_tflite(src_dir: Path, dst_dir: Path, weights: dict[str, QuantizedWeight],
-                    recipe: Recipe) -> dict:
+                    recipe: Recipe, keep_float: list[np.ndarray] = ()) -> dict:
+    """keep_float: constants whose FULLY_CONNECTED ops stay float (an export's rotations)."""
     from ai_edge_quantizer import quantizer
 
     if recipe.activations["tflite"] not in ("float", "dynamic-int8"):
@@ -189,10 +211,11 @@ def quantize_tflite(src_dir: Path, dst_dir: Path, weights: dict[str, QuantizedWe
         shutil.copyfile(src_dir / MODEL_FILE, staging)
         with open(staging, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
             names = head_outputs(data, match_weights(data, weights))
+            float_names = fc_outputs(data, float_buffers(data, list(keep_float))) if len(keep_float) else []
         if any(qw.method != "rtn" for qw in weights.values()):
             snapped = snap_weights(staging, weights)
             log.info("snapped %d float weights onto the calibrated grid", snapped)
-        qt = quantizer.Quantizer(str(staging), _aeq_recipe(recipe, weights, names))
+        qt = quantizer.Quantizer(str(staging), _aeq_recipe(recipe, weights, names, float_names))
         chatter = io.StringIO()  # it prints sizes to stdout, which `--json` keeps for JSON
         with contextlib.redirect_stdout(chatter):
             result = qt.quantize()
@@ -201,8 +224,9 @@ def quantize_tflite(src_dir: Path, dst_dir: Path, weights: dict[str, QuantizedWe
     finally:
         staging.unlink(missing_ok=True)
     with open(dst_dir / MODEL_FILE, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        left_float = [shape for _o, _n, shape in weight_tensors(data).values()
-                      if any(qw.codes.shape == shape for qw in weights.values())]
+        kept = float_buffers(data, list(keep_float)) if len(keep_float) else set()
+        left_float = [shape for index, (_o, _n, shape) in weight_tensors(data).items()
+                      if index not in kept and any(qw.codes.shape == shape for qw in weights.values())]
         integer = weight_tensors(data, types=(_INT8, _INT4))
     if left_float:
         raise GemmaEdgeError(f"ai-edge-quantizer left {len(left_float)} weight tensors in float "

@@ -55,8 +55,16 @@ def quantize_export(export_dir: str | Path, out_dir: str | Path, recipe_name: st
     if inputs.get("source_sha256") not in (None, ref.sha256):
         raise GemmaEdgeError(f"{export_dir} was exported from a different model than {ref.spec} "
                              "now is (source hash changed)", "re-export, then quantize")
-    head_parts = manifest.get("graph", {}).get("head_block", 0) if fmt == "tflite" else 0
-    weights = quantize_weights(ref, recipe, fmt, calibration=calibration,
+    graph = manifest.get("graph", {})
+    head_parts = graph.get("head_block", 0) if fmt == "tflite" else 0
+    keep_float = []
+    qref = ref
+    if graph.get("rotation"):  # the export holds rotated weights (exporter/rotation.py)
+        from exporter.rotation import rotated_reference
+
+        qref = rotated_reference(ref, graph["rotation"])
+        keep_float = qref.model.gemma_edge_rotation.matrices()
+    weights = quantize_weights(qref, recipe, fmt, calibration=calibration,
                                calibration_tokens=calibration_tokens, progress=progress,
                                head_parts=head_parts)
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
@@ -70,7 +78,7 @@ def quantize_export(export_dir: str | Path, out_dir: str | Path, recipe_name: st
         else:
             from quantization.litert_backend import quantize_tflite
 
-            stats = quantize_tflite(export_dir, tmp, weights, recipe)
+            stats = quantize_tflite(export_dir, tmp, weights, recipe, keep_float=keep_float)
             packages = ("ai-edge-quantizer", "ai-edge-litert")
         for name in _COPIED:
             if (export_dir / name).is_file():

@@ -1,0 +1,99 @@
+"""export --rotate: orthogonal rotations of the weights' input spaces (exporter/rotation.py).
+
+Float: the rotated model is the same function (HF forward and our decoder, every family),
+and the original model is left alone. LiteRT: the rotated fp32 export equals torch, the
+quantizer decides codes on the rotated weights and the runtime executes exactly them, and
+the rotations themselves stay float. On the real 270M (test_real_rotation.py) the rotation
+is what lowers LiteRT's int8 error.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from gemma_edge.cli import main
+from runtime_check.open_runner import open_runner
+from runtime_check.runner import teacher_forced_logits
+from runtime_check.torch_runner import TorchRunner
+from tests.conftest import FAMILY_NAMES
+from tests.test_quantize import TEXT, _fake_quantized
+
+
+@pytest.mark.parametrize("name", FAMILY_NAMES)
+def test_rotated_copy_is_the_same_function(tiny, name):
+    from exporter.cache_decoder import CacheDecoder
+    from exporter.rotation import apply_to_decoder, rotated_copy
+
+    ref = tiny(name)
+    ids = torch.tensor([ref.encode(TEXT)])
+    with torch.no_grad():
+        base = ref.model(ids).logits
+        model, rot = rotated_copy(ref.model)
+        np.testing.assert_allclose(model(ids).logits, base, atol=5e-5)
+        assert torch.equal(ref.model(ids).logits, base)  # the original is untouched
+        plain, rotated = CacheDecoder(ref.model, ref.family), CacheDecoder(model, ref.family)
+        apply_to_decoder(rotated)
+        mask, pos = torch.ones_like(ids), torch.arange(ids.shape[1])[None]
+        np.testing.assert_allclose(rotated(ids, mask, pos, *rotated.empty_cache())[0],
+                                   plain(ids, mask, pos, *plain.empty_cache())[0], atol=5e-5)
+        # and its weights did change: every Linear but none
+        changed = [n for n, p in model.named_parameters() if n.endswith("proj.weight")
+                   and not torch.equal(p, dict(ref.model.named_parameters())[n])]
+        assert len(changed) == 7 * ref.model.config.num_hidden_layers
+    for r in (rot.hidden, rot.head_dim, rot.down):
+        np.testing.assert_allclose(r @ r.T, np.eye(r.shape[0]), atol=1e-5)
+
+
+def test_rotation_is_reproducible_from_its_spec(tiny):
+    from exporter.rotation import make_rotation
+
+    model = tiny("gemma3_text").model
+    a, b, c = make_rotation(model, 0), make_rotation(model, 0), make_rotation(model, 1)
+    assert torch.equal(a.hidden, b.hidden) and torch.equal(a.down, b.down)
+    assert not torch.equal(a.hidden, c.hidden)
+    assert a.spec() == {"seed": 0, "block": 256}
+
+
+def test_rotated_litert_export_quantizes_onto_our_grid(tiny, tmp_path):
+    """Gemma 2 (the converter folds the final soft-cap into the rotated head): fp32 equals
+    torch; int8-calibrated equals the rotated torch model with our dequantized weights; the
+    rotation constants are the only float 2-D tensors left."""
+    import mmap
+
+    from exporter.rotation import rotated_reference
+    from exporter.tflite_export import export_tflite
+    from quantization.litert_backend import float_buffers, weight_tensors
+    from quantization.quantize import quantize_export
+    from tests.conftest import TINY_TFLITE
+
+    ref = tiny("gemma2")
+    ids = ref.encode(TEXT)
+    export = export_tflite(ref, tmp_path / "tflite", rotate=True, **TINY_TFLITE)
+    assert export["graph"]["rotation"] == {"seed": 0, "block": 256}
+    runner = open_runner(tmp_path / "tflite")
+    np.testing.assert_allclose(teacher_forced_logits(runner, ids, 8),
+                               teacher_forced_logits(TorchRunner(ref.model), ids, 8), atol=1e-4)
+    runner.close()
+    manifest = quantize_export(tmp_path / "tflite", tmp_path / "q", "int8-calibrated", ref=ref,
+                               progress=False, calibration_tokens=1024)
+    assert manifest["graph"]["rotation"] == {"seed": 0, "block": 256}
+    runner = open_runner(tmp_path / "q")
+    got = teacher_forced_logits(runner, ids, 8)
+    runner.close()
+    rotated = rotated_reference(ref, export["graph"]["rotation"])
+    expect = teacher_forced_logits(TorchRunner(_fake_quantized(rotated, "int8-calibrated", "tflite")),
+                                   ids, 8)
+    np.testing.assert_allclose(got, expect, atol=2e-4)
+    with open(tmp_path / "q" / "model.tflite", "rb") as f, \
+            mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        left = weight_tensors(data)
+        kept = float_buffers(data, rotated.model.gemma_edge_rotation.matrices())
+    assert kept and set(left) == kept
+
+
+def test_export_cli_refuses_rotate_with_head_block(tmp_path, capsys):
+    code = main(["export", "tiny:gemma2", "--format", "tflite", "--rotate", "--head-block", "64",
+                 "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "--rotate and --head-block" in err
+    assert not (tmp_path / "x").exists()
