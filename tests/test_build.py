@@ -48,7 +48,9 @@ def test_bad_specs_are_one_line_errors(tmp_path, capsys):
              ("recipe.toml", "unknown recipe int3"), ("table.toml", "unknown recipe int3"),
              ("format.toml", "recipes for ['tflite'] but formats are onnx"),
              ("value.toml", "must be lists of recipe names"), ("type.toml", "must be a list or a table"),
-             ("export.toml", "unknown [export] keys head"), ("block.toml", "tflite_head_block must be")]
+             ("export.toml", "unknown [export] keys head"), ("block.toml", "tflite_head_block must be"),
+             ("rotate.toml", "tflite_rotate must be true or false"),
+             ("both.toml", "tflite_rotate and tflite_head_block do not combine")]
     (tmp_path / "bad.toml").write_text("source = \n")
     (tmp_path / "keys.toml").write_text('source = "tiny:gemma"\ncolour = 1\n')
     (tmp_path / "recipe.toml").write_text('source = "tiny:gemma"\nrecipes = ["int3"]\n')
@@ -59,6 +61,9 @@ def test_bad_specs_are_one_line_errors(tmp_path, capsys):
     (tmp_path / "type.toml").write_text('source = "tiny:gemma"\nrecipes = "int8"\n')
     (tmp_path / "export.toml").write_text('source = "tiny:gemma"\n[export]\nhead = 64\n')
     (tmp_path / "block.toml").write_text('source = "tiny:gemma"\n[export]\ntflite_head_block = -64\n')
+    (tmp_path / "rotate.toml").write_text('source = "tiny:gemma"\n[export]\ntflite_rotate = "yes"\n')
+    (tmp_path / "both.toml").write_text('source = "tiny:gemma"\n[export]\ntflite_rotate = true\n'
+                                        'tflite_head_block = 64\n')
     for name, message in cases:
         assert main(["build", str(tmp_path / name), "-q"]) == 2
         err = capsys.readouterr().err.strip()

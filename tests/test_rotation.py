@@ -40,7 +40,7 @@ def test_rotated_copy_is_the_same_function(tiny, name):
         changed = [n for n, p in model.named_parameters() if n.endswith("proj.weight")
                    and not torch.equal(p, dict(ref.model.named_parameters())[n])]
         assert len(changed) == 7 * ref.model.config.num_hidden_layers
-    for r in (rot.hidden, rot.head_dim, rot.down):
+    for r in (rot.hidden.dense(), rot.head_dim, rot.down.dense()):
         np.testing.assert_allclose(r @ r.T, np.eye(r.shape[0]), atol=1e-5)
 
 
@@ -49,8 +49,8 @@ def test_rotation_is_reproducible_from_its_spec(tiny):
 
     model = tiny("gemma3_text").model
     a, b, c = make_rotation(model, 0), make_rotation(model, 0), make_rotation(model, 1)
-    assert torch.equal(a.hidden, b.hidden) and torch.equal(a.down, b.down)
-    assert not torch.equal(a.hidden, c.hidden)
+    assert torch.equal(a.hidden.dense(), b.hidden.dense()) and torch.equal(a.down.b, b.down.b)
+    assert not torch.equal(a.hidden.dense(), c.hidden.dense())
     assert a.spec() == {"seed": 0, "block": 256}
 
 
@@ -97,3 +97,19 @@ def test_export_cli_refuses_rotate_with_head_block(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "--rotate and --head-block" in err
     assert not (tmp_path / "x").exists()
+
+
+def test_kronecker_rotation_applies_as_two_small_products():
+    """x R for R = kron(a, b), computed as aᵀ X b (the 270M's hidden size 640 = 5 x 128):
+    the same as the dense product, blockwise when a is the identity."""
+    from exporter.rotation import Kron, orthogonal
+
+    rng = np.random.default_rng(0)
+    kron = orthogonal(5 * 8, rng)
+    assert kron.a.shape == (5, 5) and kron.b.shape == (8, 8)
+    x = torch.randn(2, 3, 40)
+    np.testing.assert_allclose(kron.apply(x), x @ kron.dense(), atol=1e-5)
+    np.testing.assert_allclose(kron.transposed().apply(kron.apply(x)), x, atol=1e-5)
+    blocks = Kron(None, kron.b)
+    np.testing.assert_allclose(blocks.apply(torch.eye(16)), torch.block_diag(kron.b, kron.b), atol=1e-6)
+    assert [w.shape for w in kron.weights()] == [(5, 5), (8, 8)]
