@@ -11,7 +11,8 @@ alone 0.0030 / 94.4 % top-1 -> 0.0004 / 99.4 %.
 
 Where the rotations go (`rotate_model`, on a copy of the model):
 - the inputs of q/k/v, gate/up and the LM head are norm outputs: one shared R of the
-  hidden size, applied right after those norms (one FULLY_CONNECTED each in the graph);
+  hidden size, applied right after those norms as two small products (R = Q ⊗ H, for the
+  270M's 640 a 5 x 5 and a 128 x 128 FULLY_CONNECTED, see Kron);
 - the tied embedding table is stored as W R too; its lookups are rotated back (x Rᵀ);
 - o_proj's input is the attention output: a per-head R_d folded into v_proj's rows and
   o_proj's columns, free at run time (the V cache holds rotated values);
@@ -59,11 +60,11 @@ class Kron:
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """x R along x's last axis (any size that is a multiple of R's: blockwise)."""
         shape, nb = x.shape, self.b.shape[0]
-        if self.a is None:
-            return nn.functional.linear(x.reshape(*shape[:-1], shape[-1] // nb, nb),
-                                        self.b.T.contiguous()).reshape(shape)
-        y = nn.functional.linear(x.reshape(*shape[:-1], self.a.shape[0], nb), self.b.T.contiguous())
-        y = nn.functional.linear(y.transpose(-1, -2), self.a.T.contiguous()).transpose(-1, -2)
+        # rank 3 throughout: the converter lowers rank-4 FULLY_CONNECTEDs to an invalid
+        # tfl.batch_matmul
+        y = nn.functional.linear(x.reshape(-1, shape[-1] // nb, nb), self.b.T.contiguous())
+        if self.a is not None:
+            y = nn.functional.linear(y.transpose(1, 2), self.a.T.contiguous()).transpose(1, 2)
         return y.reshape(shape)
 
     def weights(self) -> list[np.ndarray]:

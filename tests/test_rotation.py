@@ -29,13 +29,13 @@ def test_rotated_copy_is_the_same_function(tiny, name):
     with torch.no_grad():
         base = ref.model(ids).logits
         model, rot = rotated_copy(ref.model)
-        np.testing.assert_allclose(model(ids).logits, base, atol=5e-5)
+        np.testing.assert_allclose(model(ids).logits, base, atol=1e-3)  # fp32 order; a wrong R: O(1)
         assert torch.equal(ref.model(ids).logits, base)  # the original is untouched
         plain, rotated = CacheDecoder(ref.model, ref.family), CacheDecoder(model, ref.family)
         apply_to_decoder(rotated)
         mask, pos = torch.ones_like(ids), torch.arange(ids.shape[1])[None]
         np.testing.assert_allclose(rotated(ids, mask, pos, *rotated.empty_cache())[0],
-                                   plain(ids, mask, pos, *plain.empty_cache())[0], atol=5e-5)
+                                   plain(ids, mask, pos, *plain.empty_cache())[0], atol=1e-3)
         # and its weights did change: every Linear but none
         changed = [n for n, p in model.named_parameters() if n.endswith("proj.weight")
                    and not torch.equal(p, dict(ref.model.named_parameters())[n])]
