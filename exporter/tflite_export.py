@@ -31,7 +31,7 @@ def export_tflite(ref: ReferenceModel, out_dir: str | Path, *, overwrite: bool =
                   prefill_lengths: tuple[int, ...] | None = None,
                   cache_length: int | None = None,
                   lightweight: bool = True, head_block: int = 0,
-                  rotate: bool = False) -> dict[str, Any]:
+                  rotate: bool | None = None) -> dict[str, Any]:
     """Write OUT_DIR/{model.tflite, tokenizer files, manifest.json}.
 
     lightweight=True is litert-torch's lazy-constant conversion: on the 270M it cut
@@ -41,7 +41,8 @@ def export_tflite(ref: ReferenceModel, out_dir: str | Path, *, overwrite: bool =
     head_block: store the LM head / tied embedding as column parts of this many inputs
     (litert_decoder.HeadParts: finer int8 scales, slower LiteRT-LM decode); 0 = one tensor.
     rotate: rotate the weights' input spaces (exporter/rotation.py), so LiteRT's per-row int8
-    weights and dynamic int8 activations lose less; the same function in float.
+    weights and dynamic int8 activations lose less; the same function in float. Default:
+    on, unless the head is stored in column parts (the two do not combine).
     """
     if "tflite" not in ref.family.exports:
         raise GemmaEdgeError(f"the {ref.family.title} family has no TFLite export path yet")
@@ -64,6 +65,8 @@ def export_tflite(ref: ReferenceModel, out_dir: str | Path, *, overwrite: bool =
     if head_block < 0 or (head_block and hidden % head_block):
         raise GemmaEdgeError(f"--head-block {head_block} does not divide the hidden size {hidden}",
                              "use 0 (one tensor) or a divisor of the hidden size, e.g. 64 or 128")
+    if rotate is None:
+        rotate = not head_block
     if rotate and head_block:
         raise GemmaEdgeError("--rotate and --head-block do not combine",
                              "use one of them (--rotate is the more accurate)")

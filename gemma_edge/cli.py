@@ -365,10 +365,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tflite: store the tied embedding / LM head as column parts of N "
                         "inputs, so int8 gets one scale per N inputs of each row (more "
                         "faithful int8, slower LiteRT-LM decode; default 0: one tensor)")
-    p.add_argument("--rotate", action="store_true",
+    p.add_argument("--rotate", action=argparse.BooleanOptionalAction, default=None,
                    help="tflite: rotate the weights' input spaces (orthogonal, seeded), so "
                         "LiteRT's per-row int8 weights and dynamic int8 activations lose "
-                        "far less (README, Quantization); same function in float")
+                        "far less (README, Quantization); same function in float. Default: "
+                        "on, unless --head-block is given")
     p.add_argument("--variant", choices=("pt", "it"), help="override PT/IT detection")
 
     from quantization.recipes import RECIPES  # data only: no torch

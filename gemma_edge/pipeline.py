@@ -15,7 +15,8 @@ Spec (TOML):
     package  = true                                      # .litertlm / ONNX bundle per artifact
     [export]
     tflite_head_block = 64   # optional: LiteRT LM head in column parts (export --head-block)
-    tflite_rotate = true     # optional: rotated LiteRT weights (export --rotate)
+    tflite_rotate = false    # optional: LiteRT weights unrotated (default: rotated unless
+                             # tflite_head_block is set; export --rotate)
     [check]
     text = "builtin:gemma_edge_field_notes+austen_pride_and_prejudice_ch1"
     max_tokens = 512
@@ -55,7 +56,8 @@ class BuildSpec:
 
     @property
     def rotate(self) -> bool:
-        return bool(self.export.get("tflite_rotate", False))
+        value = self.export.get("tflite_rotate")
+        return not self.head_block if value is None else bool(value)
 
     @classmethod
     def load(cls, path: str | Path) -> BuildSpec:
@@ -103,16 +105,16 @@ class BuildSpec:
         if extra:
             raise GemmaEdgeError(f"build spec: unknown [export] keys {', '.join(sorted(extra))}",
                                  "use tflite_head_block, tflite_rotate")
+        block = self.export.get("tflite_head_block", 0)
+        if not isinstance(block, int) or isinstance(block, bool) or block < 0:
+            raise GemmaEdgeError("build spec: [export] tflite_head_block must be an integer >= 0, "
+                                 f"not {block!r}", "e.g. tflite_head_block = 64, or leave it out")
         if not isinstance(self.export.get("tflite_rotate", False), bool):
             raise GemmaEdgeError("build spec: [export] tflite_rotate must be true or false, "
                                  f"not {self.export['tflite_rotate']!r}", "e.g. tflite_rotate = true")
         if self.rotate and self.head_block:
             raise GemmaEdgeError("build spec: [export] tflite_rotate and tflite_head_block do not "
                                  "combine", "use one of them (tflite_rotate is the more accurate)")
-        block = self.export.get("tflite_head_block", 0)
-        if not isinstance(block, int) or isinstance(block, bool) or block < 0:
-            raise GemmaEdgeError("build spec: [export] tflite_head_block must be an integer >= 0, "
-                                 f"not {block!r}", "e.g. tflite_head_block = 64, or leave it out")
         extra = set(self.check) - {"text", "max_tokens", "latency", "greedy_tokens"}
         if extra:
             raise GemmaEdgeError(f"build spec: unknown [check] keys {', '.join(sorted(extra))}",
@@ -184,8 +186,8 @@ def run_build(spec: BuildSpec, *, progress: bool = True) -> dict[str, Any]:
     def export(fmt: str) -> Path:
         target = spec.out / fmt
         current = _manifest(target)
-        options = ["--head-block", str(spec.head_block)] + (["--rotate"] if spec.rotate else []) \
-            if fmt == "tflite" else []
+        options = ["--head-block", str(spec.head_block),
+                   "--rotate" if spec.rotate else "--no-rotate"] if fmt == "tflite" else []
         fresh = bool(current) and current["inputs"].get("source_sha256") == source_sha and (
             fmt != "tflite" or (current["graph"].get("head_block", 0) == spec.head_block
                                 and bool(current["graph"].get("rotation")) == spec.rotate))

@@ -48,10 +48,16 @@ def quantized(tmp_path_factory, tiny, tiny_export):
     return get
 
 
-def _fake_quantized(ref, recipe, fmt, head_parts=0):
+def _fake_quantized(ref, recipe, fmt, head_parts=0, rotation=None):
+    """The torch model with our dequantized weights (for a rotated LiteRT export: the
+    rotated model, as the quantizer sees it)."""
     import torch
 
+    from exporter.rotation import rotated_reference
     from quantization.weights import quantize_weights
+
+    if rotation:
+        ref = rotated_reference(ref, rotation)
 
     model = copy.deepcopy(ref.model)
     modules = dict(model.named_modules())
@@ -91,7 +97,8 @@ def test_runtime_executes_exactly_our_grid(tiny, quantized, name, fmt, recipe):
     assert manifest["quantization"]["activations"] == "float"
     ids = ref.encode(TEXT)
     head_parts = manifest["graph"].get("head_block", 0) if fmt == "tflite" else 0
-    expect = teacher_forced_logits(TorchRunner(_fake_quantized(ref, recipe, fmt, head_parts)), ids, 8)
+    fake = _fake_quantized(ref, recipe, fmt, head_parts, manifest["graph"].get("rotation"))
+    expect = teacher_forced_logits(TorchRunner(fake), ids, 8)
     runner = open_runner(out)
     got = teacher_forced_logits(runner, ids, 8)
     runner.close()

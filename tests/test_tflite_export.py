@@ -41,6 +41,7 @@ def test_tflite_signatures_and_manifest(tiny, exported):
     on_disk = json.loads((out / "manifest.json").read_text())
     assert on_disk == manifest
     assert on_disk["format"] == "tflite" and on_disk["recipe"] == "fp32"
+    assert on_disk["graph"]["rotation"] == {"seed": 0, "block": 256}  # rotated by default
     assert on_disk["inputs"]["source_sha256"] == tiny("gemma3_text").sha256
     sigs = on_disk["graph"]["signatures"]
     assert set(sigs) == {"decode", "prefill_8", "prefill_16"}
