@@ -209,7 +209,33 @@ def rotated_reference(ref, spec: dict):
     import dataclasses
 
     def build():
-        model, _rot = rotated_copy(ref.model, int(spec["seed"]), int(spec["block"]))
-        return dataclasses.replace(ref, model=model, memo={})
+        model, rot = rotated_copy(ref.model, int(spec["seed"]), int(spec["block"]))
+        # calibration statistics already collected on the unrotated model carry over:
+        # the input x R of a rotated Linear has the Hessian Rᵀ H R (saves a calibration pass)
+        memo = {key: (rotate_hessians(value[0], rot, model.config), {})
+                for key, value in ref.memo.items() if key[0] == "calibration"}
+        return dataclasses.replace(ref, model=model, memo=memo)
 
     return ref.memoized(("rotated", int(spec["seed"]), int(spec["block"])), build)
+
+
+def input_rotation(name: str, rot: Rotation, cfg) -> torch.Tensor:
+    """The dense R by which the rotated model turns Linear `name`'s input."""
+    if name.endswith("o_proj"):
+        return torch.block_diag(*[rot.head_dim] * cfg.num_attention_heads)
+    if name.endswith("down_proj"):
+        block = torch.diag(rot.down_signs) @ rot.down.dense()
+        return torch.block_diag(*[block] * (cfg.intermediate_size // rot.block))
+    return rot.hidden.dense()  # q/k/v, gate/up, the head: norm outputs
+
+
+def rotate_hessians(hessians: dict[str, np.ndarray], rot: Rotation, cfg) -> dict[str, np.ndarray]:
+    """Rᵀ H R per Linear; arrays shared between Linears (q/k/v, gate/up) stay shared."""
+    done: dict[int, np.ndarray] = {}
+    out = {}
+    for name, h in hessians.items():
+        if id(h) not in done:
+            r = input_rotation(name, rot, cfg).double().numpy()
+            done[id(h)] = r.T @ h @ r
+        out[name] = done[id(h)]
+    return out

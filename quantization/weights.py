@@ -106,19 +106,27 @@ def quantize_weights(ref, recipe: Recipe, fmt: str, *, calibration: str | None =
         grid = grid_for(fmt, spec.bits, head_parts if split else spec.block(fmt))
         if split:  # each part is per channel: float32 row scales, not int4's bf16 block scales
             grid = Grid(grid.bits, grid.block, grid.signed_min, bf16_scales=False)
-        if spec.method == "gptq":
-            key = id(hessians[name])  # q/k/v and gate/up share one Hessian array
-            if key not in factors:
-                factors[key] = gptq_factors(hessians[name])
-            codes, scales = gptq_quantize(weight, None, grid, factors=factors[key])
-        else:
-            codes, scales = quantize_rtn(weight, grid)
-        err = output_error(weight, codes, scales, hessians[name]) if name in hessians else None
-        delta = np.linalg.norm(weight - dequantize(codes, scales)) / max(np.linalg.norm(weight), 1e-30)
-        out[name] = QuantizedWeight(name, grid, codes, scales, spec.method, weight_hash(weight), err,
-                                    weight.ravel()[:: _PROBE_STRIDE(weight.size)].copy(), float(delta))
-        if split:
-            out[name].parts = column_parts(out[name], weight)
+
+        def decide(name=name, weight=weight, grid=grid, spec=spec, split=split):
+            if spec.method == "gptq":
+                key = id(hessians[name])  # q/k/v and gate/up share one Hessian array
+                if key not in factors:
+                    factors[key] = gptq_factors(hessians[name])
+                codes, scales = gptq_quantize(weight, None, grid, factors=factors[key])
+            else:
+                codes, scales = quantize_rtn(weight, grid)
+            err = output_error(weight, codes, scales, hessians[name]) if name in hessians else None
+            delta = np.linalg.norm(weight - dequantize(codes, scales)) / max(np.linalg.norm(weight), 1e-30)
+            qw = QuantizedWeight(name, grid, codes, scales, spec.method, weight_hash(weight), err,
+                                 weight.ravel()[:: _PROBE_STRIDE(weight.size)].copy(), float(delta))
+            if split:
+                qw.parts = column_parts(qw, weight)
+            return qw
+
+        # Recipes of one run that give a weight the same grid and rounding (LiteRT's int8-dynamic
+        # and int4-calibrated share the head's int8 GPTQ) decide it once.
+        calibration_id = id(hessians[name]) if name in hessians else None
+        out[name] = ref.memoized(("weight", name, grid, spec.method, calibration_id), decide)
     return out
 
 

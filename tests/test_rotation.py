@@ -115,3 +115,23 @@ def test_kronecker_rotation_applies_as_two_small_products():
     dense = kron.dense()
     np.testing.assert_allclose(kron.apply(torch.eye(80)), torch.block_diag(dense, dense), atol=1e-6)
     assert [w.shape for w in kron.weights()] == [(5, 5), (8, 8)]
+
+
+def test_rotated_hessians_equal_a_calibration_on_the_rotated_model(tiny):
+    """The rotated reference reuses the unrotated calibration as Rᵀ H R: the same as
+    collecting it on the rotated model."""
+    from exporter.rotation import rotated_copy, rotate_hessians
+    from quantization.calibration import calibration_batches, collect_hessians
+    from quantization.weights import linear_names
+
+    ref = tiny("gemma3_text")
+    batches = calibration_batches(ref, tokens=256)
+    names = linear_names(ref.model)
+    plain = collect_hessians(ref.model, batches, names)
+    model, rot = rotated_copy(ref.model)
+    direct = collect_hessians(model, batches, names)
+    derived = rotate_hessians(plain, rot, model.config)
+    for name in names:
+        np.testing.assert_allclose(derived[name], direct[name], rtol=1e-4,
+                                   atol=1e-5 * np.abs(direct[name]).max())
+    assert derived["model.layers.0.self_attn.q_proj"] is derived["model.layers.0.self_attn.v_proj"]
