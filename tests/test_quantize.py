@@ -48,6 +48,15 @@ def quantized(tmp_path_factory, tiny, tiny_export):
     return get
 
 
+def _artifact_logits(path, ids):
+    """Teacher-forced logits of an artifact (prefill 8, then decode), through its runner."""
+    runner = open_runner(path)
+    try:
+        return teacher_forced_logits(runner, ids, 8)
+    finally:
+        runner.close()
+
+
 def _fake_quantized(ref, recipe, fmt, head_parts=0, rotation=None):
     """The torch model with our dequantized weights (for a rotated LiteRT export: the
     rotated model, as the quantizer sees it)."""
@@ -125,16 +134,12 @@ def test_litert_head_parts_get_one_int8_scale_per_part_row(tiny, tmp_path):
     assert not (tmp_path / "bad").exists()
     export = export_tflite(ref, tmp_path / "tflite", head_block=64, **TINY_TFLITE)
     assert export["graph"]["head_block"] == 64
-    runner = open_runner(tmp_path / "tflite")
-    np.testing.assert_allclose(teacher_forced_logits(runner, ids, 8),
+    np.testing.assert_allclose(_artifact_logits(tmp_path / "tflite", ids),
                                teacher_forced_logits(TorchRunner(ref.model), ids, 8), atol=1e-4)
-    runner.close()
     manifest = quantize_export(tmp_path / "tflite", tmp_path / "q", "int8-calibrated", ref=ref,
                                progress=False, calibration_tokens=1024)
     assert manifest["quantization"]["head"]["grid"] == "int8-block64"
-    runner = open_runner(tmp_path / "q")
-    got = teacher_forced_logits(runner, ids, 8)
-    runner.close()
+    got = _artifact_logits(tmp_path / "q", ids)
     expect = teacher_forced_logits(TorchRunner(_fake_quantized(ref, "int8-calibrated", "tflite", 64)), ids, 8)
     np.testing.assert_allclose(got, expect, atol=2e-4)
     # finer scales: the head's weight error is below one scale per whole row

@@ -12,11 +12,10 @@ import pytest
 import torch
 
 from gemma_edge.cli import main
-from runtime_check.open_runner import open_runner
 from runtime_check.runner import teacher_forced_logits
 from runtime_check.torch_runner import TorchRunner
 from tests.conftest import FAMILY_NAMES
-from tests.test_quantize import TEXT, _fake_quantized
+from tests.test_quantize import TEXT, _artifact_logits, _fake_quantized
 
 
 @pytest.mark.parametrize("name", FAMILY_NAMES)
@@ -70,16 +69,12 @@ def test_rotated_litert_export_quantizes_onto_our_grid(tiny, tmp_path):
     ids = ref.encode(TEXT)
     export = export_tflite(ref, tmp_path / "tflite", rotate=True, **TINY_TFLITE)
     assert export["graph"]["rotation"] == {"seed": 0, "block": 256}
-    runner = open_runner(tmp_path / "tflite")
-    np.testing.assert_allclose(teacher_forced_logits(runner, ids, 8),
+    np.testing.assert_allclose(_artifact_logits(tmp_path / "tflite", ids),
                                teacher_forced_logits(TorchRunner(ref.model), ids, 8), atol=1e-4)
-    runner.close()
     manifest = quantize_export(tmp_path / "tflite", tmp_path / "q", "int8-calibrated", ref=ref,
                                progress=False, calibration_tokens=1024)
     assert manifest["graph"]["rotation"] == {"seed": 0, "block": 256}
-    runner = open_runner(tmp_path / "q")
-    got = teacher_forced_logits(runner, ids, 8)
-    runner.close()
+    got = _artifact_logits(tmp_path / "q", ids)
     rotated = rotated_reference(ref, export["graph"]["rotation"])
     expect = teacher_forced_logits(TorchRunner(_fake_quantized(rotated, "int8-calibrated", "tflite")),
                                    ids, 8)
@@ -120,7 +115,7 @@ def test_kronecker_rotation_applies_as_two_small_products():
 def test_rotated_hessians_equal_a_calibration_on_the_rotated_model(tiny):
     """The rotated reference reuses the unrotated calibration as Rᵀ H R: the same as
     collecting it on the rotated model."""
-    from exporter.rotation import rotated_copy, rotate_hessians
+    from exporter.rotation import rotate_hessians, rotated_copy
     from quantization.calibration import calibration_batches, collect_hessians
     from quantization.weights import linear_names
 
