@@ -24,6 +24,7 @@ import contextlib
 import io
 import logging
 import mmap
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -122,8 +123,8 @@ def head_outputs(data, matched: dict) -> list[str]:
     return fc_outputs(data, {b for b, (qw, _f) in matched.items() if _is_head(qw)})
 
 
-def float_buffers(data, arrays: list[np.ndarray]) -> set[int]:
-    """Buffer indices of the 2-D float constants equal to one of `arrays`."""
+def float_buffers(data, arrays: Sequence[np.ndarray]) -> set[int]:
+    """Buffer indices of the 2-D float constants equal to one of `arrays` (none: empty)."""
     hashes = {weight_hash(a) for a in arrays}
     shapes = {a.shape for a in arrays}
     return {index for index, (offset, length, shape) in weight_tensors(data).items()
@@ -194,7 +195,7 @@ def _aeq_recipe(recipe: Recipe, weights: dict[str, QuantizedWeight], head_names:
 
 
 def quantize_tflite(src_dir: Path, dst_dir: Path, weights: dict[str, QuantizedWeight],
-                    recipe: Recipe, keep_float: list[np.ndarray] = ()) -> dict:
+                    recipe: Recipe, keep_float: Sequence[np.ndarray] = ()) -> dict:
     """keep_float: constants whose FULLY_CONNECTED ops stay float (an export's rotations)."""
     from ai_edge_quantizer import quantizer
 
@@ -211,7 +212,7 @@ def quantize_tflite(src_dir: Path, dst_dir: Path, weights: dict[str, QuantizedWe
         shutil.copyfile(src_dir / MODEL_FILE, staging)
         with open(staging, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
             names = head_outputs(data, match_weights(data, weights))
-            float_names = fc_outputs(data, float_buffers(data, list(keep_float))) if len(keep_float) else []
+            float_names = fc_outputs(data, float_buffers(data, keep_float))
         if any(qw.method != "rtn" for qw in weights.values()):
             snapped = snap_weights(staging, weights)
             log.info("snapped %d float weights onto the calibrated grid", snapped)
@@ -224,7 +225,7 @@ def quantize_tflite(src_dir: Path, dst_dir: Path, weights: dict[str, QuantizedWe
     finally:
         staging.unlink(missing_ok=True)
     with open(dst_dir / MODEL_FILE, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        kept = float_buffers(data, list(keep_float)) if len(keep_float) else set()
+        kept = float_buffers(data, keep_float)
         left_float = [shape for index, (_o, _n, shape) in weight_tensors(data).items()
                       if index not in kept and any(qw.codes.shape == shape for qw in weights.values())]
         integer = weight_tensors(data, types=(_INT8, _INT4))
