@@ -215,23 +215,27 @@ def rotated_reference(ref, spec: dict):
     return ref.memoized(("rotated", int(spec["seed"]), int(spec["block"])), build)
 
 
-def input_rotation(name: str, rot: Rotation, cfg) -> torch.Tensor:
-    """The dense R by which the rotated model turns Linear `name`'s input."""
+def input_rotation(name: str, rot: Rotation, cfg) -> tuple[torch.Tensor, int]:
+    """How the rotated model turns Linear `name`'s input: R = block_diag(block, ..., block),
+    (block, count)."""
     if name.endswith("o_proj"):
-        return torch.block_diag(*[rot.head_dim] * cfg.num_attention_heads)
+        return rot.head_dim, cfg.num_attention_heads
     if name.endswith("down_proj"):
-        block = torch.diag(rot.down_signs) @ rot.down.dense()
-        return torch.block_diag(*[block] * (cfg.intermediate_size // rot.block))
-    return rot.hidden.dense()  # q/k/v, gate/up, the head: norm outputs
+        return torch.diag(rot.down_signs) @ rot.down.dense(), cfg.intermediate_size // rot.block
+    return rot.hidden.dense(), 1  # q/k/v, gate/up, the head: norm outputs
 
 
 def rotate_hessians(hessians: dict[str, np.ndarray], rot: Rotation, cfg) -> dict[str, np.ndarray]:
-    """Rᵀ H R per Linear; arrays shared between Linears (q/k/v, gate/up) stay shared."""
+    """Rᵀ H R per Linear, block by block (block-diagonal R: 8x fewer flops for down_proj
+    than a dense product); arrays shared between Linears (q/k/v, gate/up) stay shared."""
     done: dict[int, np.ndarray] = {}
     out = {}
     for name, h in hessians.items():
         if id(h) not in done:
-            r = input_rotation(name, rot, cfg).double().numpy()
-            done[id(h)] = r.T @ h @ r
+            block, count = input_rotation(name, rot, cfg)
+            b = block.double().numpy()
+            n = b.shape[0]
+            left = np.matmul(b.T, h.reshape(count, n, count * n))  # Rᵀ H, one block row at a time
+            done[id(h)] = np.matmul(left.reshape(count * n, count, n), b).reshape(h.shape)
         out[name] = done[id(h)]
     return out

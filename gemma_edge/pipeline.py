@@ -146,14 +146,45 @@ def _model_sha(manifest: dict) -> str:
 def _child(*argv: str) -> None:
     """Run one CLI stage in its own process: converters keep GBs alive after they finish
     (litert-torch), and a build that exported in-process ran out of memory at its checks."""
-    import subprocess
-    import sys
+    _Background(*argv).join()
 
-    proc = subprocess.run([sys.executable, "-m", "gemma_edge", *argv], stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True)
-    if proc.returncode:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise GemmaEdgeError(f"build stage `gemma-edge {argv[0]}` failed: {tail}")
+
+class _Background:
+    """One CLI stage in a child process that runs while the build goes on; `join` waits
+    for it and turns a failure into a one-line error (the child's last stderr line)."""
+
+    def __init__(self, *argv: str) -> None:
+        import subprocess
+        import sys
+        import tempfile
+
+        self.argv = argv
+        self.stderr = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: never blocks the child
+        self.proc = subprocess.Popen([sys.executable, "-m", "gemma_edge", *argv],
+                                     stdout=subprocess.DEVNULL, stderr=self.stderr, text=True)
+
+    def join(self) -> None:
+        code = self.proc.wait()
+        self.stderr.seek(0)
+        lines = self.stderr.read().strip().splitlines()
+        self.stderr.close()
+        if code:
+            raise GemmaEdgeError(f"build stage `gemma-edge {self.argv[0]}` failed: "
+                                 f"{(lines or ['no output'])[-1]}")
+
+    def stop(self) -> None:
+        """Interrupt the child (SIGINT: its atomic output dir removes the partial artifact)."""
+        import signal
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.stderr.close()
 
 
 def run_build(spec: BuildSpec, *, progress: bool = True) -> dict[str, Any]:
@@ -183,7 +214,7 @@ def run_build(spec: BuildSpec, *, progress: bool = True) -> dict[str, Any]:
 
     source_sha = ref().sha256  # cached sources load in seconds; checks need the model anyway
 
-    def export(fmt: str) -> Path:
+    def export_argv(fmt: str) -> tuple[Path, bool, tuple[str, ...]]:
         target = spec.out / fmt
         current = _manifest(target)
         options = ["--head-block", str(spec.head_block),
@@ -191,41 +222,72 @@ def run_build(spec: BuildSpec, *, progress: bool = True) -> dict[str, Any]:
         fresh = bool(current) and current["inputs"].get("source_sha256") == source_sha and (
             fmt != "tflite" or (current["graph"].get("head_block", 0) == spec.head_block
                                 and bool(current["graph"].get("rotation")) == spec.rotate))
-        stage(f"export {fmt}", target, fresh, lambda: _child(
-            "export", spec.source, "--format", fmt, "--out", str(spec.out), "--overwrite", *options))
-        return target
+        return target, fresh, ("export", spec.source, "--format", fmt, "--out", str(spec.out),
+                               "--overwrite", *options)
 
-    # Exports one after the other (run side by side on 2 cores the build took as long:
-    # the converters and GPTQ use both cores already), then one quantize for all formats.
-    artifacts: list[Path] = []
-    stale: list[tuple[str, str]] = []  # (format, recipe) to quantize
-    for fmt in spec.formats:
-        target = export(fmt)
-        artifacts.append(target)
-        export_sha = _model_sha(_manifest(target))
-        for recipe in spec.recipes.get(fmt, []):
-            if fmt in RECIPES[recipe].refused:
-                log.info("[build] %s is not offered for %s (%s)", recipe, fmt, RECIPES[recipe].refused[fmt])
-                continue
-            qtarget = spec.out / f"{fmt}-{recipe}"
-            current = _manifest(qtarget)
-            fresh = bool(current) and current["inputs"].get("export_sha256") == export_sha \
-                and current.get("recipe") == recipe
-            if fresh:
-                stage(f"quantize {fmt}-{recipe}", qtarget, True, None)
-            else:
-                stale.append((fmt, recipe))
-            artifacts.append(qtarget)
-    if stale:  # one process for every format: one model load, calibration collected once
+    def export(fmt: str) -> None:
+        target, fresh, argv = export_argv(fmt)
+        stage(f"export {fmt}", target, fresh, lambda: _child(*argv))
+
+    artifacts: dict[str, list[Path]] = {}  # format -> its export and quantized artifacts
+
+    def quantize(formats: list[str]) -> None:
+        """Every stale recipe of these (exported) formats in one process: one model load,
+        calibration collected once."""
+        stale: list[tuple[str, str]] = []  # (format, recipe) to quantize
+        for fmt in formats:
+            artifacts[fmt] = [spec.out / fmt]
+            export_sha = _model_sha(_manifest(spec.out / fmt))
+            for recipe in spec.recipes.get(fmt, []):
+                if fmt in RECIPES[recipe].refused:
+                    log.info("[build] %s is not offered for %s (%s)", recipe, fmt,
+                             RECIPES[recipe].refused[fmt])
+                    continue
+                qtarget = spec.out / f"{fmt}-{recipe}"
+                current = _manifest(qtarget)
+                fresh = bool(current) and current["inputs"].get("export_sha256") == export_sha \
+                    and current.get("recipe") == recipe
+                if fresh:
+                    stage(f"quantize {fmt}-{recipe}", qtarget, True, None)
+                else:
+                    stale.append((fmt, recipe))
+                artifacts[fmt].append(qtarget)
+        if not stale:
+            return
         names = [f"{fmt}-{recipe}" for fmt, recipe in stale]
         target = spec.out / (names[0] if len(names) == 1 else "{" + ",".join(names) + "}")
-        exports = [str(spec.out / f) for f in spec.formats if f in {fmt for fmt, _r in stale}]
+        exports = [str(spec.out / f) for f in formats if f in {fmt for fmt, _r in stale}]
         stage(f"quantize {', '.join(names)}", target, False, lambda: _child(
             "quantize", *exports, "--recipe", ",".join(f"{fmt}={recipe}" for fmt, recipe in stale),
             "--overwrite", *([] if progress else ["-q"])))
 
+    # LiteRT's conversion runs on one core (torch.export and MLIR lowering in Python: 101 %
+    # CPU for 3 min on the 270M), so when it has to run it runs in the background while the
+    # other formats export and quantize on the second core; then LiteRT's recipes quantize.
+    # (Checks run after all of that, one at a time: they time the artifacts.)
+    background, started_bg = None, 0.0
+    target, fresh, argv = export_argv("tflite")
+    if "tflite" in spec.formats and len(spec.formats) > 1 and not fresh:
+        log.info("[build] export tflite -> %s (in the background)", target)
+        background, started_bg = _Background(*argv), time.time()
+    try:
+        ahead = [f for f in spec.formats if not (background and f == "tflite")]
+        for fmt in ahead:
+            export(fmt)
+        quantize(ahead)
+    except BaseException:
+        if background:
+            background.stop()
+        raise
+    if background:
+        background.join()
+        stages.append({"stage": "export tflite", "target": str(target), "skipped": False,
+                       "seconds": round(time.time() - started_bg, 1), "background": True})
+        quantize(["tflite"])
+    artifacts_in_order = [a for fmt in spec.formats for a in artifacts[fmt]]
+
     results = []
-    for artifact in artifacts:
+    for artifact in artifacts_in_order:
         report = artifact / "check" / "report.json"
         model_sha = _model_sha(_manifest(artifact))
         previous = json.loads(report.read_text()) if report.is_file() else None
@@ -255,7 +317,7 @@ def run_build(spec: BuildSpec, *, progress: bool = True) -> dict[str, Any]:
     if spec.package:
         from exporter.package import package
 
-        for artifact in artifacts:
+        for artifact in artifacts_in_order:
             manifest = _manifest(artifact)
             kind = KIND[manifest["format"]]
             target = spec.out / "packages" / f"{artifact.name}.{kind}"

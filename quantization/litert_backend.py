@@ -93,11 +93,11 @@ def match_weights(data, weights: dict[str, QuantizedWeight]) -> dict[int, tuple[
     return found
 
 
-def snap_weights(path: Path, weights: dict[str, QuantizedWeight]) -> int:
-    """Overwrite, in place, each float weight of `path` by its dequantized grid values."""
+def snap_weights(path: Path, matched: dict[int, tuple[QuantizedWeight, float]]) -> int:
+    """Overwrite, in place, each matched float weight of `path` (match_weights of this
+    file) by its dequantized grid values."""
     with open(path, "r+b") as f, mmap.mmap(f.fileno(), 0) as data:
         spans = weight_tensors(data)
-        matched = match_weights(data, weights)
         for index, (qw, factor) in matched.items():
             offset, length, _shape = spans[index]
             data[offset:offset + length] = (qw.dequantized() * np.float32(factor)).astype(
@@ -211,10 +211,11 @@ def quantize_tflite(src_dir: Path, dst_dir: Path, weights: dict[str, QuantizedWe
 
         shutil.copyfile(src_dir / MODEL_FILE, staging)
         with open(staging, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            names = head_outputs(data, match_weights(data, weights))
+            matched = match_weights(data, weights)  # hashes every weight of the model: once
+            names = head_outputs(data, matched)
             float_names = fc_outputs(data, float_buffers(data, keep_float))
         if any(qw.method != "rtn" for qw in weights.values()):
-            snapped = snap_weights(staging, weights)
+            snapped = snap_weights(staging, matched)
             log.info("snapped %d float weights onto the calibrated grid", snapped)
         qt = quantizer.Quantizer(str(staging), _aeq_recipe(recipe, weights, names, float_names))
         chatter = io.StringIO()  # it prints sizes to stdout, which `--json` keeps for JSON

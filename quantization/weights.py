@@ -88,7 +88,7 @@ def quantize_weights(ref, recipe: Recipe, fmt: str, *, calibration: str | None =
     from tqdm import tqdm
 
     from quantization.calibration import DEFAULT_CALIBRATION
-    from quantization.gptq import gptq_factors, gptq_quantize, output_error
+    from quantization.gptq import gptq_factors, gptq_quantize, output_error, weight_error
 
     model = ref.model
     modules = dict(model.named_modules())
@@ -116,9 +116,9 @@ def quantize_weights(ref, recipe: Recipe, fmt: str, *, calibration: str | None =
             else:
                 codes, scales = quantize_rtn(weight, grid)
             err = output_error(weight, codes, scales, hessians[name]) if name in hessians else None
-            delta = np.linalg.norm(weight - dequantize(codes, scales)) / max(np.linalg.norm(weight), 1e-30)
             qw = QuantizedWeight(name, grid, codes, scales, spec.method, weight_hash(weight), err,
-                                 weight.ravel()[:: _PROBE_STRIDE(weight.size)].copy(), float(delta))
+                                 weight.ravel()[:: _PROBE_STRIDE(weight.size)].copy(),
+                                 weight_error(weight, codes, scales))
             if split:
                 qw.parts = column_parts(qw, weight)
             return qw

@@ -1,13 +1,14 @@
 """`gemma-edge build SPEC.toml` on a tiny model: every stage, then a rerun that skips them."""
 
 import json
+import time
 
 from gemma_edge.cli import main
 
 
-def _spec(tmp_path, recipes='["int8"]', extra=""):
+def _spec(tmp_path, recipes='["int8"]', extra="", formats='["onnx"]'):
     spec = tmp_path / "gemma-edge.toml"
-    spec.write_text(f'source = "tiny:gemma3_text"\nout = "b"\nformats = ["onnx"]\n'
+    spec.write_text(f'source = "tiny:gemma3_text"\nout = "b"\nformats = {formats}\n'
                     f'recipes = {recipes}\n{extra}[check]\nmax_tokens = 48\nlatency = false\n'
                     'greedy_tokens = 4\ntext = "builtin:gemma_edge_field_notes"\n')
     return spec
@@ -17,14 +18,18 @@ def test_build_runs_every_stage_then_skips_unchanged_ones(tmp_path, capsys):
     gates = tmp_path / "gates.json"
     gates.write_text(json.dumps({"fp32": {"gates": [{"metric": "max_abs_delta_logit", "max": 1e-3}]},
                                  "int8": {"gates": [{"metric": "kld_mean", "max": 1.0}]}}))
-    spec = _spec(tmp_path, extra='gates = "gates.json"\n')
+    spec = _spec(tmp_path, extra='gates = "gates.json"\n', formats='["onnx", "tflite"]')
     assert main(["build", str(spec), "--json", "-q"]) == 0
     first = json.loads(capsys.readouterr().out)
     names = [s["stage"] for s in first["stages"]]
-    assert names == ["export onnx", "quantize onnx-int8", "check onnx", "check onnx-int8",
-                     "package onnx", "package onnx-int8"]
+    # LiteRT's export runs in the background beside ONNX's export and quantize
+    assert names == ["export onnx", "quantize onnx-int8", "export tflite", "quantize tflite-int8",
+                     "check onnx", "check onnx-int8", "check tflite", "check tflite-int8",
+                     "package onnx", "package onnx-int8", "package tflite", "package tflite-int8"]
+    assert first["stages"][2]["background"] is True
     assert not any(s["skipped"] for s in first["stages"])
-    assert (tmp_path / "b" / "report.html").is_file() and len(first["packages"]) == 2
+    assert (tmp_path / "b" / "report.html").is_file() and len(first["packages"]) == 4
+    assert not list((tmp_path / "b").glob(".*.partial"))
     bundle = tmp_path / "b" / "packages" / "onnx-int8.onnx-bundle"
     assert json.loads((bundle / "manifest.json").read_text())["check"]["passed"] is True
     assert main(["build", str(spec), "--json", "-q"]) == 0
@@ -81,3 +86,22 @@ def test_recipes_per_format(tmp_path):
     listed = tmp_path / "list.toml"
     listed.write_text('source = "tiny:gemma"\nrecipes = ["int8"]\n')
     assert BuildSpec.load(listed).recipes == {"onnx": ["int8"], "tflite": ["int8"]}
+
+
+def test_a_failing_background_stage_is_one_line_and_a_stopped_one_leaves_nothing(tmp_path):
+    import pytest
+
+    from gemma_edge.errors import GemmaEdgeError
+    from gemma_edge.pipeline import _Background
+
+    failing = _Background("export", str(tmp_path / "missing"), "--format", "onnx",
+                          "--out", str(tmp_path))
+    with pytest.raises(GemmaEdgeError, match="build stage `gemma-edge export` failed: .*missing"):
+        failing.join()
+    running = _Background("export", "tiny:gemma3_text", "--format", "tflite", "--out", str(tmp_path))
+    while not list(tmp_path.glob(".tflite.*.partial")):  # interrupted mid-export
+        assert running.proc.poll() is None, "the export finished before it could be interrupted"
+        time.sleep(0.2)
+    running.stop()
+    assert running.proc.returncode != 0
+    assert not list(tmp_path.glob(".*.partial")) and not (tmp_path / "tflite").exists()
