@@ -266,10 +266,11 @@ def run_build(spec: BuildSpec, *, progress: bool = True) -> dict[str, Any]:
     # other formats export and quantize on the second core; then LiteRT's recipes quantize.
     # (Checks run after all of that, one at a time: they time the artifacts.)
     background, started_bg = None, 0.0
-    target, fresh, argv = export_argv("tflite")
-    if "tflite" in spec.formats and len(spec.formats) > 1 and not fresh:
-        log.info("[build] export tflite -> %s (in the background)", target)
-        background, started_bg = _Background(*argv), time.time()
+    if "tflite" in spec.formats and len(spec.formats) > 1:
+        target, fresh, argv = export_argv("tflite")
+        if not fresh:
+            log.info("[build] export tflite -> %s (in the background)", target)
+            background, started_bg = _Background(*argv), time.time()
     try:
         ahead = [f for f in spec.formats if not (background and f == "tflite")]
         for fmt in ahead:

@@ -21,7 +21,8 @@ Why the choices (measured on the real 270M, see bench/quantize_matrix.py):
   0.0012, 97.1 %); GPTQ block 128: 265, 0.0014, 97.5 %; block 32: 288, 0.00044, 98.2 %.
   They are the faithful int8 (int8-dynamic is the fast one), so 23 MiB and decode speed
   buy the accuracy: float-activation 8-bit MatMulNBits decoded at 1.6 (block 128), 1.0
-  (64) and 0.8 tok/s (32). onnxruntime 1.32 has no fast
+  (64) and 0.8 tok/s (32), 8 steps after a 128-token prefill in one session (the 2.6 below
+  is an earlier `check` run's figure for block 128). onnxruntime 1.32 has no fast
   float-activation kernel for 8-bit MatMulNBits: at accuracy level 0 the 270M decoded at
   2.6 tok/s (fp32: 18-24). `int8-dynamic` is the fast ONNX int8: accuracy level 4 (int8
   activations, quantized in the kernel per weight block) with small blocks, which keep
