@@ -21,6 +21,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from gemma_edge.interrupts import raise_if_interrupted
+
 MANIFEST_NAME = "manifest.json"
 MANIFEST_SCHEMA = 1
 
@@ -76,6 +78,7 @@ def atomic_output_dir(target: str | Path, *, overwrite: bool = False) -> Iterato
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
     try:
         yield tmp
+        raise_if_interrupted()  # a Ctrl-C swallowed on the way must not commit the artifact
         if target.exists():
             if not overwrite:
                 raise FileExistsError(target)

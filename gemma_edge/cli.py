@@ -13,7 +13,7 @@ import traceback
 import warnings
 from collections.abc import Callable, Sequence
 
-from gemma_edge import __version__
+from gemma_edge import __version__, interrupts
 from gemma_edge.errors import EXIT_BUG, EXIT_GATE, EXIT_OK, EXIT_USAGE, GemmaEdgeError
 
 log = logging.getLogger("gemma_edge")
@@ -460,6 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     _configure_output(args.quiet)
+    interrupts.install()
     try:
         return args.func(args)
     except GemmaEdgeError as exc:

@@ -153,12 +153,12 @@ class _Background:
     """One CLI stage in a child process that runs while the build goes on; `join` waits
     for it and turns a failure into a one-line error (the child's last stderr line)."""
 
-    def __init__(self, *argv: str) -> None:
+    def __init__(self, *argv: str, output: Path | None = None) -> None:
         import subprocess
         import sys
         import tempfile
 
-        self.argv = argv
+        self.argv, self.output = argv, output
         self.stderr = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: never blocks the child
         self.proc = subprocess.Popen([sys.executable, "-m", "gemma_edge", *argv],
                                      stdout=subprocess.DEVNULL, stderr=self.stderr, text=True)
@@ -173,18 +173,28 @@ class _Background:
                                  f"{(lines or ['no output'])[-1]}")
 
     def stop(self) -> None:
-        """Interrupt the child (SIGINT: its atomic output dir removes the partial artifact)."""
+        """Interrupt the child: SIGINT, repeated every 2 s (Python can drop one raised
+        inside a GC callback; the child then still refuses to commit its artifact), killed
+        after 60 s, after which any partial directory it left beside `output` is removed."""
+        import shutil
         import signal
         import subprocess
 
-        if self.proc.poll() is None:
+        for _ in range(30):
+            if self.proc.poll() is not None:
+                break
             self.proc.send_signal(signal.SIGINT)
             try:
-                self.proc.wait(timeout=60)
+                self.proc.wait(timeout=2)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                pass
+        else:
+            self.proc.kill()
+        self.proc.wait()
         self.stderr.close()
+        if self.output is not None:
+            for partial in self.output.parent.glob(f".{self.output.name}.*.partial"):
+                shutil.rmtree(partial, ignore_errors=True)
 
 
 def run_build(spec: BuildSpec, *, progress: bool = True) -> dict[str, Any]:
@@ -270,7 +280,7 @@ def run_build(spec: BuildSpec, *, progress: bool = True) -> dict[str, Any]:
         target, fresh, argv = export_argv("tflite")
         if not fresh:
             log.info("[build] export tflite -> %s (in the background)", target)
-            background, started_bg = _Background(*argv), time.time()
+            background, started_bg = _Background(*argv, output=target), time.time()
     try:
         ahead = [f for f in spec.formats if not (background and f == "tflite")]
         for fmt in ahead:

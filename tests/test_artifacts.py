@@ -24,6 +24,35 @@ def test_atomic_dir_appears_only_on_success(tmp_path):
     assert (target / "model.bin").read_bytes() == b"abc"
 
 
+def test_a_ctrl_c_python_swallowed_still_stops_the_artifact(tmp_path):
+    """Python drops a KeyboardInterrupt raised inside __del__ or a GC callback (jax has
+    one): the export went on and committed its artifact after SIGINT, 4 runs in 30 of
+    test_build's stop test. The recorded interrupt makes the commit refuse."""
+    import signal
+
+    from gemma_edge import interrupts
+
+    class Finalized:
+        def __del__(self):
+            signal.raise_signal(signal.SIGINT)  # the handler runs here, inside __del__
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        interrupts.install()
+        target = tmp_path / "out"
+        with pytest.raises(KeyboardInterrupt):
+            with atomic_output_dir(target) as tmp:
+                Finalized()  # dropped at once: the interrupt is printed as "ignored"
+                (tmp / "model.bin").write_bytes(b"abc")  # ...and the stage went on
+        assert list(tmp_path.iterdir()) == [], "neither the artifact nor its temp dir"
+        interrupts.install()  # the next command starts clean
+        with atomic_output_dir(target) as tmp:
+            (tmp / "model.bin").write_bytes(b"abc")
+        assert (target / "model.bin").exists()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_atomic_dir_refuses_or_replaces_existing(tmp_path):
     target = tmp_path / "out"
     target.mkdir()

@@ -98,7 +98,8 @@ def test_a_failing_background_stage_is_one_line_and_a_stopped_one_leaves_nothing
                           "--out", str(tmp_path))
     with pytest.raises(GemmaEdgeError, match="build stage `gemma-edge export` failed: .*missing"):
         failing.join()
-    running = _Background("export", "tiny:gemma3_text", "--format", "tflite", "--out", str(tmp_path))
+    running = _Background("export", "tiny:gemma3_text", "--format", "tflite", "--out", str(tmp_path),
+                          output=tmp_path / "tflite")
     while not list(tmp_path.glob(".tflite.*.partial")):  # interrupted mid-export
         assert running.proc.poll() is None, "the export finished before it could be interrupted"
         time.sleep(0.2)
