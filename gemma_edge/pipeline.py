@@ -173,24 +173,21 @@ class _Background:
                                  f"{(lines or ['no output'])[-1]}")
 
     def stop(self) -> None:
-        """Interrupt the child: SIGINT, repeated every 2 s (Python can drop one raised
-        inside a GC callback; the child then still refuses to commit its artifact), killed
-        after 60 s, after which any partial directory it left beside `output` is removed."""
+        """Interrupt the child: one SIGINT (if Python drops the KeyboardInterrupt, raised
+        inside a GC callback, the child still refuses to commit its artifact; a second
+        SIGINT could land in its cleanup instead), killed after 60 s, after which any
+        partial directory it left beside `output` is removed."""
         import shutil
         import signal
         import subprocess
 
-        for _ in range(30):
-            if self.proc.poll() is not None:
-                break
+        if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:
-                self.proc.wait(timeout=2)
+                self.proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
-                pass
-        else:
-            self.proc.kill()
-        self.proc.wait()
+                self.proc.kill()
+                self.proc.wait()
         self.stderr.close()
         if self.output is not None:
             for partial in self.output.parent.glob(f".{self.output.name}.*.partial"):

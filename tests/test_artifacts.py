@@ -24,11 +24,14 @@ def test_atomic_dir_appears_only_on_success(tmp_path):
     assert (target / "model.bin").read_bytes() == b"abc"
 
 
-def test_a_ctrl_c_python_swallowed_still_stops_the_artifact(tmp_path):
-    """Python drops a KeyboardInterrupt raised inside __del__ or a GC callback (jax has
-    one): the export went on and committed its artifact after SIGINT, 4 runs in 30 of
-    test_build's stop test. The recorded interrupt makes the commit refuse."""
+def test_a_ctrl_c_inside_a_finalizer_still_stops_the_stage(tmp_path):
+    """Python drops a KeyboardInterrupt raised inside a finalizer (__del__, gc and weakref
+    callbacks: jax and importlib have them): an interrupted export went on and committed
+    its artifact (4 runs in 30 of test_build's stop test). Such a SIGINT is delivered again
+    outside the finalizer, and a stage that reaches its commit after one refuses to commit."""
     import signal
+    import sys
+    import time
 
     from gemma_edge import interrupts
 
@@ -37,20 +40,33 @@ def test_a_ctrl_c_python_swallowed_still_stops_the_artifact(tmp_path):
             signal.raise_signal(signal.SIGINT)  # the handler runs here, inside __del__
 
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    previous_hook = sys.unraisablehook
+    target = tmp_path / "out"
     try:
         interrupts.install()
-        target = tmp_path / "out"
+        went_on = []
         with pytest.raises(KeyboardInterrupt):
             with atomic_output_dir(target) as tmp:
-                Finalized()  # dropped at once: the interrupt is printed as "ignored"
-                (tmp / "model.bin").write_bytes(b"abc")  # ...and the stage went on
-        assert list(tmp_path.iterdir()) == [], "neither the artifact nor its temp dir"
+                Finalized()  # the interrupt cannot be raised in there...
+                time.sleep(2)  # ...so it arrives here, 50 ms later
+                went_on.append(True)
+        assert not went_on and list(tmp_path.iterdir()) == []
+
+        interrupts.install()
+        with pytest.raises(KeyboardInterrupt):
+            with atomic_output_dir(target) as tmp:
+                Finalized()
+                (tmp / "model.bin").write_bytes(b"abc")  # the stage ends before the redelivery
+        assert list(tmp_path.iterdir()) == [], "the commit refused: no artifact, no temp dir"
+        time.sleep(4 * interrupts.REDELIVER_S)  # and the redelivery was called off
+
         interrupts.install()  # the next command starts clean
         with atomic_output_dir(target) as tmp:
             (tmp / "model.bin").write_bytes(b"abc")
         assert (target / "model.bin").exists()
     finally:
         signal.signal(signal.SIGINT, previous)
+        sys.unraisablehook = previous_hook
 
 
 def test_atomic_dir_refuses_or_replaces_existing(tmp_path):
