@@ -19,6 +19,7 @@ import sys
 import threading
 
 REDELIVER_S = 0.05
+CHILD_ENV = "GEMMA_EDGE_INTERRUPTIBLE"  # set by build for its child stages
 _received = False
 _redelivery: threading.Timer | None = None
 _next_hook = sys.__unraisablehook__
@@ -59,7 +60,10 @@ def install() -> None:
     _cancel_redelivery()
     if threading.current_thread() is not threading.main_thread():
         return
-    if signal.getsignal(signal.SIGINT) in (signal.default_int_handler, _on_sigint):
+    # a shell starts background jobs with SIGINT ignored, and we keep that, except in a
+    # stage `build` runs as a child: it must stop when the build interrupts it
+    if signal.getsignal(signal.SIGINT) in (signal.default_int_handler, _on_sigint) \
+            or os.environ.get(CHILD_ENV) == "1":
         signal.signal(signal.SIGINT, _on_sigint)
         if sys.unraisablehook is not _on_unraisable:
             _next_hook, sys.unraisablehook = sys.unraisablehook, _on_unraisable

@@ -154,13 +154,18 @@ class _Background:
     for it and turns a failure into a one-line error (the child's last stderr line)."""
 
     def __init__(self, *argv: str, output: Path | None = None) -> None:
+        import os
         import subprocess
         import sys
         import tempfile
 
+        from gemma_edge.interrupts import CHILD_ENV
+
         self.argv, self.output = argv, output
         self.stderr = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: never blocks the child
-        self.proc = subprocess.Popen([sys.executable, "-m", "gemma_edge", *argv],
+        # interruptible even when this process ignores SIGINT (a shell's background job)
+        env = {**os.environ, CHILD_ENV: "1"}
+        self.proc = subprocess.Popen([sys.executable, "-m", "gemma_edge", *argv], env=env,
                                      stdout=subprocess.DEVNULL, stderr=self.stderr, text=True)
 
     def join(self) -> None:
