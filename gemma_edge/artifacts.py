@@ -25,6 +25,7 @@ from gemma_edge.interrupts import raise_if_interrupted
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_SCHEMA = 1
+PARTIAL_SUFFIX = ".partial"
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
@@ -70,12 +71,19 @@ def tool_versions(*packages: str) -> dict[str, str]:
     return versions
 
 
+def partial_dirs(target: str | Path) -> list[Path]:
+    """The temporary directories `atomic_output_dir` is building (or a killed process left)
+    for `target`."""
+    target = Path(target)
+    return sorted(target.parent.glob(f".{target.name}.*{PARTIAL_SUFFIX}"))
+
+
 @contextlib.contextmanager
 def atomic_output_dir(target: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary directory that becomes `target` only if the block succeeds."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=PARTIAL_SUFFIX, dir=target.parent))
     try:
         yield tmp
         raise_if_interrupted()  # a Ctrl-C swallowed on the way must not commit the artifact

@@ -178,10 +178,9 @@ class _Background:
                                  f"{(lines or ['no output'])[-1]}")
 
     def stop(self) -> None:
-        """Interrupt the child: one SIGINT (if Python drops the KeyboardInterrupt, raised
-        inside a GC callback, the child still refuses to commit its artifact; a second
-        SIGINT could land in its cleanup instead), killed after 60 s, after which any
-        partial directory it left beside `output` is removed."""
+        """Interrupt the child with one SIGINT (the child's gemma_edge.interrupts makes sure
+        it lands and that nothing is committed after it; a second one could cut its cleanup
+        short), kill it after 60 s, then remove any partial directory it left for `output`."""
         import shutil
         import signal
         import subprocess
@@ -195,7 +194,9 @@ class _Background:
                 self.proc.wait()
         self.stderr.close()
         if self.output is not None:
-            for partial in self.output.parent.glob(f".{self.output.name}.*.partial"):
+            from gemma_edge.artifacts import partial_dirs
+
+            for partial in partial_dirs(self.output):
                 shutil.rmtree(partial, ignore_errors=True)
 
 
