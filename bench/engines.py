@@ -3,13 +3,15 @@
 - LiteRT-LM engine: our int8 `.litertlm` vs litert-torch `export_hf`'s int8 `.litertlm`
   (quantization_recipe dynamic_wi8_afp32), both through litert_lm.Benchmark.
 - onnxruntime-genai: our ONNX int4 bundle vs the onnxruntime-genai model builder's int4.
+- `--extra-int8 DIR` (repeatable): more int8 artifacts of ours (e.g. an unrotated export's
+  int8-dynamic), packaged and measured in the same LiteRT-LM rotation, each against the peer.
 
 Same machine, same run, 2 threads, each measurement in its own child process (peak RSS
 is the engine's), median of N runs, ours and theirs alternating run by run. Prints prefill
 and decode tokens/s, size, and the ratios ours/theirs.
 
 usage: python bench/engines.py --build build [--ours-int8 tflite-int8-dynamic]
-       [--ours-int4 onnx-int4-all-calibrated] [--reps 5]
+       [--ours-int4 onnx-int4-all-calibrated] [--extra-int8 DIR ...] [--reps 5]
 """
 
 from __future__ import annotations
@@ -67,16 +69,16 @@ def measure_once(kind: str, path: Path, prefill: int, decode: int) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def measure_pair(kind: str, ours: Path, theirs: Path, reps: int, prefill: int,
-                 decode: int) -> tuple[dict, dict]:
-    """Ours and theirs alternately, rep by rep, so drift in the machine's speed (this 2-core VM
-    varies by 20 % over minutes) lands on both sides; medians per side."""
-    runs: dict[Path, list[dict]] = {ours: [], theirs: []}
+def measure_rotation(kind: str, paths: list[Path], reps: int, prefill: int,
+                     decode: int) -> list[dict]:
+    """The packages in turn, rep by rep (the order reversed every other rep), so drift in the
+    machine's speed (this 2-core VM varies by 20 % over minutes) lands on all of them;
+    medians per package, in the order given."""
+    runs: dict[Path, list[dict]] = {p: [] for p in paths}
     for rep in range(reps):
-        for path in (ours, theirs) if rep % 2 == 0 else (theirs, ours):
+        for path in paths if rep % 2 == 0 else paths[::-1]:
             runs[path].append(measure_once(kind, path, prefill, decode))
-    return tuple({k: statistics.median(r[k] for r in runs[p]) for k in runs[p][0]}
-                 for p in (ours, theirs))
+    return [{k: statistics.median(r[k] for r in runs[p]) for k in runs[p][0]} for p in paths]
 
 
 def size_mib(path: Path) -> float:
@@ -93,6 +95,8 @@ def main() -> None:
     parser.add_argument("--build", required=True)
     parser.add_argument("--ours-int8", default="tflite-int8-dynamic")
     parser.add_argument("--ours-int4", default="onnx-int4-all-calibrated")
+    parser.add_argument("--extra-int8", action="append", default=[], type=Path,
+                        help="another int8 TFLite artifact of ours, measured beside the first")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--prefill", type=int, default=128)
     parser.add_argument("--decode", type=int, default=64)
@@ -128,12 +132,22 @@ def main() -> None:
                       "-o", str(theirs_bundle), "-p", "int4", "-e", "cpu"], cwd=str(work),
                      log_path=str(work / "genai_builder.log"))
 
-    pairs = [("LiteRT-LM int8", "litertlm", ours_lm / "model.litertlm", theirs_lm),
-             ("onnxruntime-genai int4", "genai", ours_bundle, theirs_bundle)]
+    extra = []
+    for i, artifact in enumerate(args.extra_int8):
+        target = work / f"extra{i}.litertlm"
+        if not target.exists():
+            package(artifact, target, "litertlm")
+        extra.append((f"LiteRT-LM int8 ({artifact.name})", target / "model.litertlm"))
+    groups = [("litertlm", [(f"LiteRT-LM int8 ({args.ours_int8})", ours_lm / "model.litertlm"),
+                            *extra], theirs_lm),
+              ("genai", [(f"onnxruntime-genai int4 ({args.ours_int4})", ours_bundle)],
+               theirs_bundle)]
     rows = []
-    for label, kind, ours, theirs in pairs:
-        a, b = measure_pair(kind, ours, theirs, args.reps, args.prefill, args.decode)
-        rows.append((label, a, b, size_mib(ours), size_mib(theirs)))
+    for kind, ours, theirs in groups:
+        *mine, b = measure_rotation(kind, [p for _, p in ours] + [theirs], args.reps,
+                                    args.prefill, args.decode)
+        rows += [(label, a, b, size_mib(path), size_mib(theirs))
+                 for (label, path), a in zip(ours, mine, strict=True)]
     print(f"\n{THREADS} threads, prompt {args.prefill} tokens, {args.decode} decode tokens, "
           f"median of {args.reps} runs, each in a fresh process")
     print("| engine | ours MiB | theirs MiB | prefill tok/s ours | theirs | ratio | "

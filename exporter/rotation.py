@@ -44,7 +44,10 @@ class Kron:
     """R = kron(a, b), applied as two small products: x R = vec(aᵀ X b) for X = x as
     [len(a), len(b)] (a None: identity, i.e. block-diagonal b). A dense R of the hidden
     size read 37 x 1.6 MB of float weights per decode step (+15 % LiteRT decode); these
-    factors are 64 KB and 100 B."""
+    factors are 64 KB and 100 B. X b is a FULLY_CONNECTED; aᵀ (X b) one BATCH_MATMUL with
+    a constant left operand. (As transpose, FULLY_CONNECTED, transpose it was 112 more ops
+    per decode step of the 270M; LiteRT-LM decode 0.96x -> 1.03x of the unrotated graph's
+    speed, prefill 0.87x -> 0.97x, README "LiteRT: rotated weights".)"""
 
     a: torch.Tensor | None
     b: torch.Tensor
@@ -63,11 +66,12 @@ class Kron:
         na = 1 if self.a is None else self.a.shape[0]
         y = nn.functional.linear(x.reshape(-1, na, nb), self.b.T.contiguous())
         if self.a is not None:
-            y = nn.functional.linear(y.transpose(1, 2), self.a.T.contiguous()).transpose(1, 2)
+            y = torch.matmul(self.a.T.contiguous(), y)
         return y.reshape(shape)
 
     def weights(self) -> list[np.ndarray]:
-        """The FULLY_CONNECTED weights `apply` puts in a graph."""
+        """The constants `apply` puts in a graph: aᵀ (a BATCH_MATMUL's) and bᵀ (a
+        FULLY_CONNECTED's)."""
         return [m.T.contiguous().numpy() for m in (self.a, self.b) if m is not None and m.shape[0] > 1]
 
 
@@ -85,8 +89,8 @@ class Rotation:
         return {"seed": self.seed, "block": self.block}
 
     def matrices(self) -> list[np.ndarray]:
-        """The float constants the graph multiplies by (FULLY_CONNECTED weights): the
-        quantizer leaves these in float."""
+        """The float constants the graph multiplies by (the rotations' FULLY_CONNECTED
+        weights and BATCH_MATMUL operands): the quantizer leaves these in float."""
         kron = [self.hidden, self.down] + ([self.hidden.transposed()] if self.tied else [])
         return [w for k in kron for w in k.weights()]
 
@@ -121,8 +125,8 @@ def make_rotation(hf_model, seed: int = 0, block: int = DEFAULT_BLOCK) -> Rotati
     tied = hf_model.lm_head.weight.data_ptr() == hf_model.model.embed_tokens.weight.data_ptr()
     b = down_block(cfg.intermediate_size, block)
     hidden, head_dim = (orthogonal(n, rng) for n in (cfg.hidden_size, cfg.head_dim))
-    # down: Sylvester's H_b = H_p ⊗ H_(b/p), two FULLY_CONNECTEDs of ~sqrt(b) inputs instead of
-    # one of b (a 256 x 256 float block cost LiteRT prefill 13 %); its random signs are a
+    # down: Sylvester's H_b = H_p ⊗ H_(b/p), two products of ~sqrt(b) inputs instead of one
+    # of b (a 256 x 256 float block cost LiteRT prefill 13 %); its random signs are a
     # diagonal in front, which up_proj's rows absorb
     p = 2 ** (int(np.log2(b)) // 2)
     down = Kron(torch.from_numpy(hadamard(p)).float() if p > 1 else None,

@@ -69,6 +69,10 @@ def test_rotated_litert_export_quantizes_onto_our_grid(tiny, tmp_path):
     ids = ref.encode(TEXT)
     export = export_tflite(ref, tmp_path / "tflite", rotate=True, **TINY_TFLITE)
     assert export["graph"]["rotation"] == {"seed": 0, "block": 256}
+    # down's R = H_16 ⊗ H_16: X b a FULLY_CONNECTED, aᵀ (X b) a BATCH_MATMUL on a constant,
+    # no TRANSPOSE around it (they were 112 of a 270M decode step's ~1200 ops)
+    ops = _signature_ops(tmp_path / "tflite" / "model.tflite", "decode")
+    assert "TRANSPOSE" not in ops and ops.count("BATCH_MATMUL") == 3 * ref.model.config.num_hidden_layers
     np.testing.assert_allclose(_artifact_logits(tmp_path / "tflite", ids),
                                teacher_forced_logits(TorchRunner(ref.model), ids, 8), atol=1e-4)
     manifest = quantize_export(tmp_path / "tflite", tmp_path / "q", "int8-calibrated", ref=ref,
@@ -84,6 +88,19 @@ def test_rotated_litert_export_quantizes_onto_our_grid(tiny, tmp_path):
         left = weight_tensors(data)
         kept = float_buffers(data, rotated.model.gemma_edge_rotation.matrices())
     assert kept and set(left) == kept
+
+
+def _signature_ops(path, key: str) -> list[str]:
+    """The builtin op names of one signature of a .tflite, in order."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(path.read_bytes(), 0)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    index = next(model.SignatureDefs(i).SubgraphIndex() for i in range(model.SignatureDefsLength())
+                 if model.SignatureDefs(i).SignatureKey().decode() == key)
+    graph = model.Subgraphs(index)
+    codes = [model.OperatorCodes(graph.Operators(i).OpcodeIndex()) for i in range(graph.OperatorsLength())]
+    return [names[max(c.BuiltinCode(), c.DeprecatedBuiltinCode())] for c in codes]
 
 
 def test_export_cli_refuses_rotate_with_head_block(tmp_path, capsys):
