@@ -12,7 +12,7 @@ alone 0.0030 / 94.4 % top-1 -> 0.0004 / 99.4 %.
 Where the rotations go (`rotated_copy`, on a copy of the model):
 - the inputs of q/k/v, gate/up and the LM head are norm outputs: one shared R of the
   hidden size, applied right after those norms as two small products (R = Q ⊗ H, for the
-  270M's 640 a 5 x 5 and a 128 x 128 FULLY_CONNECTED, see Kron);
+  270M's 640 a 128 x 128 FULLY_CONNECTED and a 5 x 5 BATCH_MATMUL, see Kron);
 - the tied embedding table is stored as W R too; its lookups are rotated back (x Rᵀ);
 - o_proj's input is the attention output: a per-head R_d folded into v_proj's rows and
   o_proj's columns, free at run time (the V cache holds rotated values);
@@ -45,9 +45,8 @@ class Kron:
     [len(a), len(b)] (a None: identity, i.e. block-diagonal b). A dense R of the hidden
     size read 37 x 1.6 MB of float weights per decode step (+15 % LiteRT decode); these
     factors are 64 KB and 100 B. X b is a FULLY_CONNECTED; aᵀ (X b) one BATCH_MATMUL with
-    a constant left operand. (As transpose, FULLY_CONNECTED, transpose it was 112 more ops
-    per decode step of the 270M; LiteRT-LM decode 0.96x -> 1.03x of the unrotated graph's
-    speed, prefill 0.87x -> 0.97x, README "LiteRT: rotated weights".)"""
+    a constant left operand (as transpose, FULLY_CONNECTED, transpose it was 112 more ops
+    per decode step of the 270M; the measured cost: README, "LiteRT: rotated weights")."""
 
     a: torch.Tensor | None
     b: torch.Tensor
