@@ -143,6 +143,16 @@ def _model_sha(manifest: dict) -> str:
     return manifest["files"][manifest["model_file"]]["sha256"]
 
 
+def _same_tools(manifest: dict) -> bool:
+    """True when the tools that made an artifact (its manifest's `tools`: gemma-edge, torch,
+    the converter or quantizer) are the installed versions: after an upgrade a stage is
+    made again, and the stages after it follow its output's hash."""
+    from gemma_edge.artifacts import tool_versions
+
+    recorded = manifest.get("tools") or {}
+    return tool_versions(*recorded) == recorded
+
+
 def _child(*argv: str) -> None:
     """Run one CLI stage in its own process: converters keep GBs alive after they finish
     (litert-torch), and a build that exported in-process ran out of memory at its checks."""
@@ -232,7 +242,8 @@ def run_build(spec: BuildSpec, *, progress: bool = True) -> dict[str, Any]:
         current = _manifest(target)
         options = ["--head-block", str(spec.head_block),
                    "--rotate" if spec.rotate else "--no-rotate"] if fmt == "tflite" else []
-        fresh = bool(current) and current["inputs"].get("source_sha256") == source_sha and (
+        fresh = bool(current) and current["inputs"].get("source_sha256") == source_sha \
+            and _same_tools(current) and (
             fmt != "tflite" or (current["graph"].get("head_block", 0) == spec.head_block
                                 and bool(current["graph"].get("rotation")) == spec.rotate))
         return target, fresh, ("export", spec.source, "--format", fmt, "--out", str(spec.out),
@@ -259,7 +270,7 @@ def run_build(spec: BuildSpec, *, progress: bool = True) -> dict[str, Any]:
                 qtarget = spec.out / f"{fmt}-{recipe}"
                 current = _manifest(qtarget)
                 fresh = bool(current) and current["inputs"].get("export_sha256") == export_sha \
-                    and current.get("recipe") == recipe
+                    and current.get("recipe") == recipe and _same_tools(current)
                 if fresh:
                     stage(f"quantize {fmt}-{recipe}", qtarget, True, None)
                 else:
@@ -338,7 +349,8 @@ def run_build(spec: BuildSpec, *, progress: bool = True) -> dict[str, Any]:
             current = _manifest(target)
             check_sha = json.loads((artifact / "check" / "report.json").read_text())["artifact_sha256"]
             fresh = bool(current) and current["inputs"].get("artifact_sha256") == _model_sha(manifest) \
-                and check_sha == _model_sha(manifest) and current.get("check") is not None
+                and check_sha == _model_sha(manifest) and current.get("check") is not None \
+                and _same_tools(current)
             stage(f"package {artifact.name}", target, fresh,
                   lambda artifact=artifact, target=target, kind=kind: package(
                       artifact, target, kind, overwrite=True))

@@ -35,6 +35,14 @@ def test_build_runs_every_stage_then_skips_unchanged_ones(tmp_path, capsys):
     assert main(["build", str(spec), "--json", "-q"]) == 0
     second = json.loads(capsys.readouterr().out)
     assert all(s["skipped"] for s in second["stages"])
+    # an export made by another gemma-edge version is made again (then its hash decides)
+    manifest = tmp_path / "b" / "onnx" / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["tools"]["gemma-edge"] = "0.0.1"
+    manifest.write_text(json.dumps(data))
+    assert main(["build", str(spec), "--json", "-q"]) == 0
+    third = {s["stage"]: s["skipped"] for s in json.loads(capsys.readouterr().out)["stages"]}
+    assert third["export onnx"] is False and third["export tflite"] is True
 
 
 def test_build_exits_3_when_a_gate_fails_after_writing_everything(tmp_path, capsys):
