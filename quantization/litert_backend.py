@@ -132,13 +132,18 @@ def float_buffers(data, arrays: Sequence[np.ndarray]) -> set[int]:
             in hashes}
 
 
+def builtin_code(operator_code) -> int:
+    """The builtin op of a flatbuffer OperatorCode: codes above 127 are only in BuiltinCode,
+    older files only fill DeprecatedBuiltinCode, so the larger of the two."""
+    return max(operator_code.BuiltinCode(), operator_code.DeprecatedBuiltinCode())
+
+
 def fc_outputs(data, buffers: set[int]) -> list[str]:
     """Names of the outputs of every FULLY_CONNECTED whose weight is one of these buffers."""
     schema = _schema()
     model = schema.Model.GetRootAs(data, 0)
     fc = {i for i in range(model.OperatorCodesLength())
-          if max(model.OperatorCodes(i).BuiltinCode(),
-                 model.OperatorCodes(i).DeprecatedBuiltinCode()) == schema.BuiltinOperator.FULLY_CONNECTED}
+          if builtin_code(model.OperatorCodes(i)) == schema.BuiltinOperator.FULLY_CONNECTED}
     names = []
     for s in range(model.SubgraphsLength()):
         graph = model.Subgraphs(s)

@@ -94,13 +94,15 @@ def _signature_ops(path, key: str) -> list[str]:
     """The builtin op names of one signature of a .tflite, in order."""
     from ai_edge_litert import schema_py_generated as schema
 
+    from quantization.litert_backend import builtin_code
+
     model = schema.Model.GetRootAs(path.read_bytes(), 0)
     names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     index = next(model.SignatureDefs(i).SubgraphIndex() for i in range(model.SignatureDefsLength())
                  if model.SignatureDefs(i).SignatureKey().decode() == key)
     graph = model.Subgraphs(index)
-    codes = [model.OperatorCodes(graph.Operators(i).OpcodeIndex()) for i in range(graph.OperatorsLength())]
-    return [names[max(c.BuiltinCode(), c.DeprecatedBuiltinCode())] for c in codes]
+    return [names[builtin_code(model.OperatorCodes(graph.Operators(i).OpcodeIndex()))]
+            for i in range(graph.OperatorsLength())]
 
 
 def test_export_cli_refuses_rotate_with_head_block(tmp_path, capsys):
