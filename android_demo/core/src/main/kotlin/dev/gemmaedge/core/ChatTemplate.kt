@@ -7,10 +7,26 @@ data class Message(val role: String, val content: String)
  * Gemma's turn format, identical to gemma-edge's Python `format_chat` and the Jinja
  * template packed into IT models (shared vectors in test_vectors/chat_template.json).
  * A system message has no turn of its own in Gemma: it is folded into the next user turn.
+ *
+ * The app does not send this text: LiteRT-LM's `Conversation` renders the package's own
+ * Jinja template around the raw user text (sending pre-wrapped text would wrap it twice).
+ * It stays here as the reference the shared vectors check the Jinja template against, and
+ * for what the engine does not do: [COMPLETION_JINJA], the template for PT packages.
  */
 object ChatTemplate {
     const val START = "<start_of_turn>"
     const val END = "<end_of_turn>"
+
+    /**
+     * Plain completion for PT packages: BOS, then the messages' text with no turn markers.
+     * LiteRT-LM renders templates with the BOS token as `bos_token` and passes a one-part
+     * text message as a string `content` to templates that do not loop over content parts.
+     */
+    const val COMPLETION_JINJA = "{{ bos_token }}{% for message in messages %}{{ message['content'] }}{% endfor %}"
+
+    /** What [COMPLETION_JINJA] renders to, for tests and for showing the prompt. */
+    fun completion(messages: List<Message>, bos: String = "<bos>"): String =
+        bos + messages.joinToString("") { it.content }
 
     fun format(messages: List<Message>, bos: String = "<bos>", addGenerationPrompt: Boolean = true): String {
         val out = StringBuilder(bos)

@@ -1,6 +1,8 @@
 package dev.gemmaedge.core
 
 import org.junit.Assert.assertEquals
+import org.junit.Assert.assertFalse
+import org.junit.Assert.assertNull
 import org.junit.Assert.assertThrows
 import org.junit.Test
 
@@ -22,10 +24,21 @@ class ChatTemplateTest {
         assertThrows(IllegalArgumentException::class.java) { ChatTemplate.format(listOf(Message("tool", "x"))) }
     }
 
+    private val itPackage = PackageInfo("litertlm", "int8", null, "gemma3_text", "it", "model.litertlm", 2, emptyMap(), emptyMap())
+
     @Test
-    fun appPromptHasNoBosBecauseTheEngineAddsIt() {
-        val info = PackageInfo("litertlm", "int8", null, "gemma3_text", "it", "model.litertlm", 2, emptyMap(), emptyMap())
-        assertEquals("<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n", Settings().promptFor(info, "Hi"))
-        assertEquals("Hi", Settings().promptFor(info.copy(variant = "pt"), "Hi"))
+    fun itPackagesKeepTheEnginesTemplateSoTheTextIsWrappedOnce() {
+        // The app sends the raw text; LiteRT-LM renders the package's Jinja template around it.
+        assertNull(Settings().templateOverride(itPackage))
+        assertNull(Settings(chat = true).templateOverride(itPackage.copy(variant = "pt")))
+    }
+
+    @Test
+    fun ptPackagesGetThePlainCompletionTemplate() {
+        assertEquals(ChatTemplate.COMPLETION_JINJA, Settings().templateOverride(itPackage.copy(variant = "pt")))
+        assertEquals(ChatTemplate.COMPLETION_JINJA, Settings(chat = false).templateOverride(itPackage))
+        assertEquals("<bos>Once upon", ChatTemplate.completion(listOf(Message("user", "Once upon"))))
+        // no turn markers in the completion template
+        assertFalse(ChatTemplate.COMPLETION_JINJA.contains(ChatTemplate.START))
     }
 }

@@ -7,7 +7,7 @@ import kotlin.system.exitProcess
 fun main() {
     val result = JUnitCore.runClasses(
         ChatTemplateTest::class.java, StopTokenFilterTest::class.java,
-        ManifestVerifierTest::class.java, SettingsTest::class.java,
+        ManifestVerifierTest::class.java, SettingsTest::class.java, ReplyTurnTest::class.java,
     )
     for (failure in result.failures) println("FAILED ${failure.testHeader}: ${failure.message}")
     val failed = result.failureCount
