@@ -19,10 +19,14 @@ object ChatTemplate {
 
     /**
      * Plain completion for PT packages: BOS, then the messages' text with no turn markers.
-     * LiteRT-LM renders templates with the BOS token as `bos_token` and passes a one-part
-     * text message as a string `content` to templates that do not loop over content parts.
+     * LiteRT-LM renders templates with minijinja, the BOS token as `bos_token`, and a message's
+     * `content` either as a string or, for `gemma3` model types, as the Kotlin API's list of
+     * parts (`[{"type": "text", "text": ...}]`): the template takes both.
      */
-    const val COMPLETION_JINJA = "{{ bos_token }}{% for message in messages %}{{ message['content'] }}{% endfor %}"
+    const val COMPLETION_JINJA = "{{ bos_token }}{% for message in messages %}" +
+        "{% if message['content'] is string %}{{ message['content'] }}" +
+        "{% else %}{% for part in message['content'] %}{% if part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}" +
+        "{% endif %}{% endfor %}"
 
     /** What [COMPLETION_JINJA] renders to, for tests and for showing the prompt. */
     fun completion(messages: List<Message>, bos: String = "<bos>"): String =
