@@ -34,7 +34,7 @@ PROMPT = "The history of the printing press begins long before Gutenberg. " * 60
 
 def _child(kind: str, path: str, prefill: int, decode: int) -> dict:
     sys.path.insert(0, str(HERE.parent))
-    from gemma_edge.artifacts import peak_rss_bytes
+    from foundation.artifacts import peak_rss_bytes
 
     if kind == "litertlm":
         import litert_lm
@@ -105,7 +105,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     sys.path.insert(0, str(HERE.parent))
     from exporter.package import package
-    from gemma_edge.sources import load_source
+    from foundation.sources import load_source
 
     build = Path(args.build)
     work = Path(args.work or tempfile.mkdtemp(prefix="gemma-edge-engines-"))

@@ -33,7 +33,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
 
     # The checkpoint directory export_hf reads (for builtin: our cached fp32 conversion).
-    from gemma_edge.sources import load_source
+    from foundation.sources import load_source
 
     ref = load_source(args.source)
     checkpoint = ref.checkpoint_dir
@@ -41,7 +41,7 @@ def main() -> None:
     del ref
 
     ours_code = (
-        "from gemma_edge.sources import load_source; "
+        "from foundation.sources import load_source; "
         "from exporter.tflite_export import export_tflite; "
         f"export_tflite(load_source({args.source!r}), {str(work / 'ours')!r}, overwrite=True, "
         f"prefill_lengths={PREFILL!r}, cache_length={CACHE})")

@@ -28,7 +28,7 @@ THREADS = 2
 
 
 def build_ours(source: str, out: Path, work: str) -> tuple[float, float]:
-    code = ("import sys; from gemma_edge.sources import load_source; "
+    code = ("import sys; from foundation.sources import load_source; "
             "from exporter.onnx_export import export_onnx; "
             f"export_onnx(load_source({source!r}), {str(out)!r}, overwrite=True)")
     return run_measured([sys.executable, "-c", code], cwd=str(HERE.parent),
@@ -108,8 +108,8 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    from gemma_edge.sources import load_source
-    from gemma_edge.texts import load_text
+    from foundation.sources import load_source
+    from foundation.texts import load_text
 
     work = Path(args.work or tempfile.mkdtemp(prefix="gemma-edge-bench-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -40,7 +40,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     sys.path.insert(0, str(HERE.parent))
-    from gemma_edge.sources import load_source
+    from foundation.sources import load_source
     from runtime_check.check import DEFAULT_PROMPTS
     from runtime_check.engines import open_engine
     from runtime_check.runner import greedy_generate

@@ -104,8 +104,8 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TQDM_DISABLE", "1")
 
-    from gemma_edge.sources import load_source
-    from gemma_edge.texts import load_text
+    from foundation.sources import load_source
+    from foundation.texts import load_text
     from quantization.recipes import RECIPES
     from runtime_check.open_runner import open_runner
     from runtime_check.runner import teacher_forced_logits

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gemma_edge.families import Family
+from foundation.families import Family
 
 
 def cache_names(num_layers: int) -> tuple[list[str], list[str]]:

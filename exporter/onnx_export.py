@@ -14,19 +14,22 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from gemma_edge.artifacts import atomic_output_dir, write_manifest
-from gemma_edge.errors import GemmaEdgeError, require_extra
-from gemma_edge.sources import ReferenceModel
+from foundation.artifacts import atomic_output_dir, write_manifest
+from foundation.errors import GemmaEdgeError, require_extra
+from foundation.formats import FORMATS
+from foundation.sources import ReferenceModel
 
 log = logging.getLogger("gemma_edge")
 
-MODEL_FILE = "model.onnx"
+MODEL_FILE = FORMATS["onnx"].model_file
 DATA_FILE = "model.onnx.data"
 OPSET = 23  # RotaryEmbedding became a standard op in 23
 
 
-def export_onnx(ref: ReferenceModel, out_dir: str | Path, *, overwrite: bool = False) -> dict[str, Any]:
-    """Write OUT_DIR/{model.onnx, model.onnx.data, tokenizer files, manifest.json}."""
+def export_onnx(ref: ReferenceModel, out_dir: str | Path, *, overwrite: bool = False,
+                record: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write OUT_DIR/{model.onnx, model.onnx.data, tokenizer files, manifest.json};
+    `record` goes into the manifest as it is (a build's stage key)."""
     require_extra("onnx", {"onnx": "onnx", "onnxscript": "onnxscript", "onnxruntime": "onnxruntime"})
     import torch
 
@@ -70,7 +73,8 @@ def export_onnx(ref: ReferenceModel, out_dir: str | Path, *, overwrite: bool = F
             inputs={"source": ref.spec, "source_sha256": ref.sha256, "family": ref.family.name,
                     "variant": ref.variant},
             extra={"format": "onnx", "recipe": "fp32", "model_file": MODEL_FILE,
-                   "graph": {**graph, **decoder_facts(decoder)}, "notes": ref.notes},
+                   "graph": {**graph, **decoder_facts(decoder)}, "notes": ref.notes,
+                   **(record or {})},
         )
     log.info("wrote %s (%.1f s)", out_dir, manifest["wall_seconds"])
     return manifest

@@ -2,7 +2,8 @@
 onnxruntime-genai. Each is a directory with the model files and a manifest.json that
 lists every file's sha256, the source and its hash, the recipe, the tools, the token
 metadata (BOS, stop tokens) and the parity summary and gate results of the artifact's
-last `gemma-edge check`. `verify_package` re-hashes before anything loads a package.
+last `gemma-edge check`. foundation.integrity.verify_package re-hashes before anything
+loads a package.
 
 Token metadata is derived, not typed: BOS and stop-token ids are looked up in the
 package's own tokenizer (the family's stop tokens `<eos>` and `<end_of_turn>`), and a
@@ -19,19 +20,27 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gemma_edge.artifacts import atomic_output_dir, require_manifest, sha256_file, write_manifest
-from gemma_edge.errors import GemmaEdgeError
+from foundation.artifacts import atomic_output_dir, write_manifest
+from foundation.errors import GemmaEdgeError
+from foundation.formats import (
+    CHECK_DIR,
+    CHECK_REPORT,
+    FORMATS,
+    PACKAGE_KINDS,
+    get_package_kind,
+    resolve,
+)
+from foundation.integrity import content_hash, refuse_overlap, verify_artifact
 
 log = logging.getLogger("gemma_edge")
 
-KINDS = {"litertlm": "tflite", "onnx-bundle": "onnx"}
-LITERTLM_FILE = "model.litertlm"
+LITERTLM_FILE = PACKAGE_KINDS["litertlm"].model_file
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
 def token_metadata(artifact: Path, family_name: str) -> dict[str, Any]:
     """BOS and stop-token ids from the artifact's own tokenizer."""
-    from gemma_edge.families import get_family
+    from foundation.families import get_family
 
     tokenizer = json.loads((artifact / "tokenizer.json").read_text())
     vocab = tokenizer["model"]["vocab"]
@@ -50,7 +59,7 @@ def token_metadata(artifact: Path, family_name: str) -> dict[str, Any]:
     return {"bos_token": bos, "bos_token_id": vocab[bos], "stop_tokens": stops}
 
 
-def _litertlm(artifact: Path, tmp: Path, manifest: dict, tokens: dict) -> list[str]:
+def build_litertlm(artifact: Path, tmp: Path, manifest: dict, tokens: dict) -> list[str]:
     from litert_lm_builder import litertlm_builder as lb
 
     from exporter.prefill_trim import strip_prefill_logits
@@ -116,74 +125,67 @@ def genai_config(manifest: dict, tokens: dict) -> dict[str, Any]:
     }
 
 
-def _onnx_bundle(artifact: Path, tmp: Path, manifest: dict, tokens: dict) -> list[str]:
-    files = [p.name for p in artifact.iterdir() if p.name.startswith("model.onnx")]
+def build_onnx_bundle(artifact: Path, tmp: Path, manifest: dict, tokens: dict) -> list[str]:
+    files = [p.name for p in artifact.iterdir() if p.name.startswith(FORMATS["onnx"].model_file)]
     for name in files:
         shutil.copy2(artifact / name, tmp / name)
     (tmp / "genai_config.json").write_text(json.dumps(genai_config(manifest, tokens), indent=2) + "\n")
     return [*files, "genai_config.json"]
 
 
-def package(artifact: str | Path, out: str | Path, kind: str, *, overwrite: bool = False) -> dict:
+def package(artifact: str | Path, out: str | Path, kind: str, *, overwrite: bool = False,
+            record: dict | None = None) -> dict:
+    """Package ARTIFACT as KIND into OUT; `record` goes into the manifest (a build's key)."""
     artifact, out = Path(artifact), Path(out)
-    if kind not in KINDS:
-        raise GemmaEdgeError(f"unknown package kind '{kind}'", f"use one of: {', '.join(KINDS)}")
-    manifest = require_manifest(artifact)
-    if manifest.get("format") != KINDS[kind]:
-        raise GemmaEdgeError(f"--as {kind} needs a {KINDS[kind]} artifact, {artifact} is "
-                             f"{manifest.get('format')}", f"package a {KINDS[kind]} export")
+    spec = get_package_kind(kind)
+    manifest = verify_artifact(artifact)
+    refuse_overlap(out, artifact)
+    if manifest.get("format") != spec.format:
+        raise GemmaEdgeError(f"--as {kind} needs a {spec.format} artifact, {artifact} is "
+                             f"{manifest.get('format')}", f"package a {spec.format} export")
     if out.exists() and not overwrite:
         raise GemmaEdgeError(f"{out} already exists", "pass --overwrite or choose another --out")
     started = time.time()
     tokens = token_metadata(artifact, manifest["inputs"]["family"])
-    check = _last_check(artifact)
+    check = _last_check(artifact, content_hash(manifest))
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
-        made = (_litertlm if kind == "litertlm" else _onnx_bundle)(artifact, tmp, manifest, tokens)
+        made = resolve(spec.builder)(artifact, tmp, manifest, tokens)
         for name in (*TOKENIZER_FILES, "chat_template.jinja"):
             if (artifact / name).is_file():
                 shutil.copy2(artifact / name, tmp / name)
                 made.append(name)
-        packages = ("litert-lm-builder", "litert-lm-api") if kind == "litertlm" else (
-            "onnxruntime", "onnxruntime-genai")
         result = write_manifest(
-            tmp, stage="package", started=started, outputs=made, packages=packages,
+            tmp, stage="package", started=started, outputs=made, packages=spec.tools,
             inputs={**manifest["inputs"], "artifact": str(artifact),
                     "artifact_sha256": manifest["files"][manifest["model_file"]]["sha256"]},
             extra={"package": kind, "format": manifest["format"], "recipe": manifest.get("recipe"),
-                   "model_file": LITERTLM_FILE if kind == "litertlm" else "model.onnx",
-                   "graph": manifest.get("graph", {}), "tokens": tokens, "check": check},
+                   "model_file": spec.model_file,
+                   "graph": manifest.get("graph", {}), "tokens": tokens, "check": check,
+                   **(record or {})},
         )
     log.info("wrote %s", out)
     return result
 
 
-def _last_check(artifact: Path) -> dict | None:
-    report = artifact / "check" / "report.json"
+def _last_check(artifact: Path, artifact_sha256: str) -> dict | None:
+    """The artifact's last check, if it verified exactly these files (else an error: a
+    package must never carry a check of other weights)."""
+    report = artifact / CHECK_DIR / CHECK_REPORT
     if not report.is_file():
         return None
-    data = json.loads(report.read_text())
-    entry = (data.get("artifacts") or [data])[0]
+    try:
+        data = json.loads(report.read_text(encoding="utf-8"))
+        entry = (data.get("artifacts") or [data])[0]
+        checked = entry.get("artifact_sha256")
+    except (ValueError, AttributeError, IndexError, TypeError):
+        raise GemmaEdgeError(f"{report} is not a readable check report",
+                             f"run gemma-edge check {artifact} again") from None
+    if checked != artifact_sha256:
+        raise GemmaEdgeError(f"{report} is the check of other files than {artifact} now holds",
+                             f"run gemma-edge check {artifact} again, then package")
     metrics = entry.get("metrics", {})
     keep = ("kld_mean", "kld_p99", "top1_agreement", "ppl_ratio", "max_abs_delta_logit",
             "greedy_match_fraction")
-    return {"passed": entry.get("passed"), "metrics": {k: metrics[k] for k in keep if k in metrics},
+    return {"passed": entry.get("passed"), "artifact_sha256": checked,
+            "metrics": {k: metrics[k] for k in keep if k in metrics},
             "gates": entry.get("gates", [])}
-
-
-def verify_package(path: str | Path) -> dict:
-    """The package's manifest, after checking every listed file's sha256 (exit 2 if not)."""
-    path = Path(path)
-    manifest = require_manifest(path, "package", "`gemma-edge package`")
-    if manifest.get("stage") != "package":
-        raise GemmaEdgeError(f"{path} is an {manifest.get('stage')} artifact, not a package",
-                             f"run: gemma-edge package {path} --as litertlm|onnx-bundle")
-    for name, entry in manifest["files"].items():
-        file = path / name
-        if not file.is_file():
-            raise GemmaEdgeError(f"package file {name} is missing from {path}",
-                                 "rebuild the package with `gemma-edge package`")
-        if file.stat().st_size != entry["bytes"] or sha256_file(file) != entry["sha256"]:
-            raise GemmaEdgeError(f"package file {name} does not match its manifest (sha256 "
-                                 "differs): it was modified or damaged",
-                                 "rebuild the package with `gemma-edge package`")
-    return manifest

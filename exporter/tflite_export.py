@@ -16,18 +16,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gemma_edge.artifacts import atomic_output_dir, write_manifest
-from gemma_edge.errors import GemmaEdgeError, require_extra
-from gemma_edge.sources import ReferenceModel
+from foundation.artifacts import atomic_output_dir, write_manifest
+from foundation.errors import GemmaEdgeError, require_extra
+from foundation.formats import FORMATS
+from foundation.sources import ReferenceModel
 
 log = logging.getLogger("gemma_edge")
 
-MODEL_FILE = "model.tflite"
+MODEL_FILE = FORMATS["tflite"].model_file
 DEFAULT_PREFILL_LENGTHS = (32, 128, 512)
 DEFAULT_CACHE_LENGTH = 1024
 
 
 def export_tflite(ref: ReferenceModel, out_dir: str | Path, *, overwrite: bool = False,
+                  record: dict[str, Any] | None = None,
                   prefill_lengths: tuple[int, ...] | None = None,
                   cache_length: int | None = None,
                   lightweight: bool = True, head_block: int = 0,
@@ -40,7 +42,7 @@ def export_tflite(ref: ReferenceModel, out_dir: str | Path, *, overwrite: bool =
     growing flatbuffer at once); paging the torch weights out before it did not help.
     head_block: store the LM head / tied embedding as column parts of this many inputs
     (litert_decoder.HeadParts: finer int8 scales, slower LiteRT-LM decode); 0 = one tensor.
-    rotate: rotate the weights' input spaces (exporter/rotation.py), so LiteRT's per-row int8
+    rotate: rotate the weights' input spaces (foundation/rotation.py), so LiteRT's per-row int8
     weights and dynamic int8 activations lose less; the same function in float. Default:
     on, unless the head is stored in column parts (the two do not combine).
     """
@@ -81,7 +83,7 @@ def export_tflite(ref: ReferenceModel, out_dir: str | Path, *, overwrite: bool =
     from exporter.litert_decoder import StaticCacheDecoder
 
     started = time.time()
-    from exporter.rotation import apply_to_decoder, rotated_copy
+    from foundation.rotation import apply_to_decoder, rotated_copy
 
     model, rotation = rotated_copy(ref.model) if rotate else (ref.model, None)
     module = StaticCacheDecoder(CacheDecoder(model, ref.family), cache_length,
@@ -119,7 +121,7 @@ def export_tflite(ref: ReferenceModel, out_dir: str | Path, *, overwrite: bool =
                              "prefill_lengths": list(prefill_lengths),
                              "kv_layout": {"k": "[1, kv_heads, cache_length, head_dim]",
                                            "v": "[1, kv_heads, head_dim, cache_length]"}, **facts},
-                   "notes": ref.notes},
+                   "notes": ref.notes, **(record or {})},
         )
     log.info("wrote %s (%.1f s)", out_dir, manifest["wall_seconds"])
     return manifest

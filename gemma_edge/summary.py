@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gemma_edge.sources import ReferenceModel
+from foundation.sources import ReferenceModel
 
 
 def describe(ref: ReferenceModel) -> dict[str, Any]:

@@ -15,17 +15,17 @@ from typing import Any
 
 import numpy as np
 
-from gemma_edge.errors import GemmaEdgeError
+from foundation.errors import GemmaEdgeError
 
 log = logging.getLogger("gemma_edge")
 
 DEFAULT_CALIBRATION = "builtin:calibration"
-EVALUATION_TEXTS = ("gemma_edge_field_notes", "austen_pride_and_prejudice_ch1")
+EVALUATION_TEXTS = ("gemma_edge_field_notes", "austen_pride_and_prejudice_ch1", "apache_license_2_0")
 _CALIBRATION_PROSE = "builtin:dickens_tale_of_two_cities_ch1+lincoln_gettysburg_address"
 
 
 def calibration_text(spec: str = DEFAULT_CALIBRATION) -> str:
-    from gemma_edge.texts import load_text
+    from foundation.texts import load_text
 
     if spec != DEFAULT_CALIBRATION:
         if spec.startswith("builtin:") and any(n in spec for n in EVALUATION_TEXTS):

@@ -29,13 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
-from gemma_edge.errors import GemmaEdgeError
+from foundation.errors import GemmaEdgeError
+from foundation.formats import FORMATS
 from quantization.recipes import HEAD, Recipe
 from quantization.weights import QuantizedWeight, weight_hash
 
 log = logging.getLogger("gemma_edge")
 
-MODEL_FILE = "model.tflite"
+MODEL_FILE = FORMATS["tflite"].model_file
 _FLOAT32, _INT8, _INT4 = 0, 9, 17
 
 
@@ -188,7 +189,7 @@ def _aeq_recipe(recipe: Recipe, weights: dict[str, QuantizedWeight], head_names:
     head_dynamic = activations == "dynamic-int8" and (head.grid.bits == 4 or recipe.dynamic_head)
     if head_names:  # later, narrower configs win
         add(_any_of(head_names), op.FULLY_CONNECTED, head, head_dynamic)
-    if float_names:  # the rotations (exporter/rotation.py) stay float
+    if float_names:  # the rotations (foundation/rotation.py) stay float
         manager.add_quantization_config(_any_of(float_names), op.FULLY_CONNECTED,
                                         algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
     # A lookup quantizes no activations, so the "dynamic" config loses nothing: it keeps the
@@ -200,8 +201,10 @@ def _aeq_recipe(recipe: Recipe, weights: dict[str, QuantizedWeight], head_names:
 
 
 def quantize_tflite(src_dir: Path, dst_dir: Path, weights: dict[str, QuantizedWeight],
-                    recipe: Recipe, keep_float: Sequence[np.ndarray] = ()) -> dict:
-    """keep_float: constants whose FULLY_CONNECTED ops stay float (an export's rotations)."""
+                    recipe: Recipe, *, keep_float: Sequence[np.ndarray] = (),
+                    accuracy_level: int | None = None) -> dict:
+    """keep_float: constants whose FULLY_CONNECTED ops stay float (an export's rotations).
+    accuracy_level is ONNX's; LiteRT's activations follow the recipe."""
     from ai_edge_quantizer import quantizer
 
     if recipe.activations["tflite"] not in ("float", "dynamic-int8"):
@@ -240,4 +243,5 @@ def quantize_tflite(src_dir: Path, dst_dir: Path, weights: dict[str, QuantizedWe
                              f"(first shape {left_float[0]}) for recipe '{recipe.name}'",
                              "this grid is not supported by the installed ai-edge-quantizer; "
                              "choose another recipe")
-    return {"integer_weight_tensors": len(integer), "snapped_weights": snapped}
+    return {"integer_weight_tensors": len(integer), "snapped_weights": snapped,
+            "activations": recipe.activations["tflite"]}

@@ -12,16 +12,19 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from gemma_edge.errors import GemmaEdgeError
+from foundation.errors import GemmaEdgeError
+from foundation.formats import FORMATS
+from quantization.recipes import Recipe
 from quantization.weights import QuantizedWeight, weight_hash
 
 log = logging.getLogger("gemma_edge")
 
-MODEL_FILE = "model.onnx"
+MODEL_FILE = FORMATS["onnx"].model_file
 DATA_FILE = "model.onnx.data"
 
 
@@ -38,11 +41,19 @@ def pack_codes(qw: QuantizedWeight) -> np.ndarray:
     return packed.reshape(n, k // block, block // 2)
 
 
-def quantize_onnx(src_dir: Path, dst_dir: Path, weights: dict[str, QuantizedWeight], *,
-                  accuracy_level: int) -> dict:
-    """Read src_dir/model.onnx (+data), write the quantized graph to dst_dir. Returns stats."""
+def quantize_onnx(src_dir: Path, dst_dir: Path, weights: dict[str, QuantizedWeight],
+                  recipe: Recipe, *, keep_float: Sequence[np.ndarray] = (),
+                  accuracy_level: int | None = None) -> dict:
+    """Read src_dir/model.onnx (+data), write the quantized graph to dst_dir. Returns stats.
+
+    accuracy_level overrides the recipe's (4 = int8 activations in the kernel, 0 = float
+    activations: slow for 8 bits, but exact, which is how tests prove the runtime executes
+    our grid). keep_float is LiteRT's (its rotations); ONNX exports hold none."""
     import onnx
     from onnx import helper, numpy_helper
+
+    if accuracy_level is None:
+        accuracy_level = 0 if recipe.activations["onnx"] == "float" else 4
 
     model = onnx.load(str(src_dir / MODEL_FILE), load_external_data=True)
     graph = model.graph
@@ -114,7 +125,8 @@ def quantize_onnx(src_dir: Path, dst_dir: Path, weights: dict[str, QuantizedWeig
               all_tensors_to_one_file=True, location=DATA_FILE, size_threshold=1024)
     return {"matmulnbits": sum(n.op_type == "MatMulNBits" for n in graph.node),
             "quantized_weights": len(replaced), "packed_groups": packed,
-            "embedding": head_name is not None}
+            "embedding": head_name is not None, "accuracy_level": accuracy_level,
+            "activations": "float" if accuracy_level == 0 else recipe.activations["onnx"]}
 
 
 def _pack_shared_inputs(nodes: list, new_inits: list) -> tuple[list, int]:

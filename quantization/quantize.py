@@ -16,8 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from gemma_edge.artifacts import atomic_output_dir, require_manifest, write_manifest
-from gemma_edge.errors import GemmaEdgeError
+from foundation.artifacts import atomic_output_dir, write_manifest
+from foundation.errors import GemmaEdgeError
+from foundation.formats import FORMATS, resolve
+from foundation.integrity import refuse_overlap, verify_artifact
 
 log = logging.getLogger("gemma_edge")
 
@@ -27,24 +29,24 @@ _COPIED = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
 
 def quantize_export(export_dir: str | Path, out_dir: str | Path, recipe_name: str, *,
                     calibration: str | None = None, calibration_tokens: int = 4096, ref=None,
-                    overwrite: bool = False, progress: bool = True,
+                    overwrite: bool = False, progress: bool = True, record: dict | None = None,
                     onnx_accuracy_level: int | None = None) -> dict[str, Any]:
-    """`onnx_accuracy_level` overrides the recipe's (4 = int8 activations in the kernel,
-    0 = float activations: slow for 8 bits, but exact, which is how tests prove the
-    runtime executes our grid)."""
-    from gemma_edge.sources import load_source
+    """`onnx_accuracy_level` overrides the recipe's (see quantization.onnx_backend)."""
+    from foundation.sources import load_source
     from quantization.recipes import get_recipe
     from quantization.weights import quantize_weights
 
     export_dir, out_dir = Path(export_dir), Path(out_dir)
-    manifest = require_manifest(export_dir, "export", "`gemma-edge export`")
+    manifest = verify_artifact(export_dir, "export", "`gemma-edge export`")
+    refuse_overlap(out_dir, export_dir)
     fmt = manifest.get("format")
     if manifest.get("recipe", "fp32") != "fp32":
         raise GemmaEdgeError(f"{export_dir} is already quantized ({manifest['recipe']})",
                              "quantize the fp32 export instead")
-    if fmt not in ("onnx", "tflite"):
+    if fmt not in FORMATS:
         raise GemmaEdgeError(f"{export_dir} has format '{fmt}', which cannot be quantized",
-                             "pass an ONNX or TFLite export directory")
+                             f"pass an export directory of one of: {', '.join(FORMATS)}")
+    form = FORMATS[fmt]
     recipe = get_recipe(recipe_name, fmt)
     if out_dir.exists() and not overwrite:
         raise GemmaEdgeError(f"{out_dir} already exists", "pass --overwrite or choose another --out")
@@ -59,8 +61,8 @@ def quantize_export(export_dir: str | Path, out_dir: str | Path, recipe_name: st
     head_parts = graph.get("head_block", 0) if fmt == "tflite" else 0
     keep_float = []
     qref = ref
-    if graph.get("rotation"):  # the export holds rotated weights (exporter/rotation.py)
-        from exporter.rotation import rotated_reference
+    if graph.get("rotation"):  # the export holds rotated weights (foundation/rotation.py)
+        from foundation.rotation import rotated_reference
 
         qref = rotated_reference(ref, graph["rotation"])
         keep_float = qref.model.gemma_edge_rotation.matrices()
@@ -68,31 +70,20 @@ def quantize_export(export_dir: str | Path, out_dir: str | Path, recipe_name: st
                                calibration_tokens=calibration_tokens, progress=progress,
                                head_parts=head_parts)
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
-        if fmt == "onnx":
-            from quantization.onnx_backend import quantize_onnx
-
-            level = 0 if recipe.activations["onnx"] == "float" else 4
-            level = level if onnx_accuracy_level is None else onnx_accuracy_level
-            stats = quantize_onnx(export_dir, tmp, weights, accuracy_level=level)
-            packages = ("onnx", "onnxruntime")
-        else:
-            from quantization.litert_backend import quantize_tflite
-
-            stats = quantize_tflite(export_dir, tmp, weights, recipe, keep_float=keep_float)
-            packages = ("ai-edge-quantizer", "ai-edge-litert")
+        stats = resolve(form.quantizer)(export_dir, tmp, weights, recipe, keep_float=keep_float,
+                                        accuracy_level=onnx_accuracy_level)
         for name in _COPIED:
             if (export_dir / name).is_file():
                 shutil.copy2(export_dir / name, tmp / name)
         errors = [qw.output_error for qw in weights.values() if qw.output_error is not None]
         result = write_manifest(
-            tmp, stage="quantize", started=started, packages=packages,
+            tmp, stage="quantize", started=started, packages=form.tools,
             inputs={**inputs, "export": str(export_dir),
                     "export_sha256": manifest["files"][manifest["model_file"]]["sha256"]},
             extra={"format": fmt, "recipe": recipe.name, "model_file": manifest["model_file"],
-                   "graph": manifest.get("graph", {}), "notes": manifest.get("notes", []),
+                   "graph": manifest.get("graph", {}), "notes": manifest.get("notes", []), **(record or {}),
                    "quantization": {
                        "doc": recipe.doc,
-                       "activations": "float" if fmt == "onnx" and level == 0 else recipe.activations[fmt],
                        "body": {"grid": _grid_label(weights, head=False), "method": recipe.body.method},
                        "head": {"grid": _grid_label(weights, head=True), "method": recipe.head.method},
                        "calibration": (calibration or "builtin:calibration") if recipe.calibrated else None,

@@ -8,7 +8,7 @@ stays float32.
 Why the choices (measured on the real 270M, see bench/quantize_matrix.py):
 - Weight-only int8 keeps activations float: ai-edge-quantizer's dynamic int8 (run-time
   int8 activations) scored mean KLD 0.023, weight-only 0.005 (DESIGN 4a). On the rotated
-  LiteRT export (the default, exporter/rotation.py) dynamic int8 scores 0.0023 (top-1
+  LiteRT export (the default, foundation/rotation.py) dynamic int8 scores 0.0023 (top-1
   97.9 %), weight-only int8-calibrated 0.0011.
 - LiteRT runs blockwise int4 only with dynamic int8 activations (weight-only blockwise is
   silently left unquantized by ai-edge-quantizer 0.10), and never channelwise int4
@@ -44,7 +44,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from gemma_edge.errors import GemmaEdgeError
+from foundation.errors import GemmaEdgeError
 
 FORMATS = ("tflite", "onnx")
 HEAD = "lm_head"

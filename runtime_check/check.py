@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from gemma_edge.artifacts import read_manifest
-from gemma_edge.errors import GemmaEdgeError
-from gemma_edge.sources import ReferenceModel
+from foundation.errors import GemmaEdgeError
+from foundation.integrity import content_hash, verify_artifact
+from foundation.sources import ReferenceModel
 from runtime_check.gates import evaluate_gates, load_gates, recipe_family
 from runtime_check.parity import greedy_match_length, parity_metrics
 from runtime_check.report import REPORT_SCHEMA
@@ -58,7 +58,7 @@ def check_artifact(artifact: str | Path, ref: ReferenceModel, *, text: str,
     from runtime_check.torch_runner import TorchRunner
 
     artifact = Path(artifact)
-    manifest = read_manifest(artifact)
+    manifest = verify_artifact(artifact)  # never certify weights other than the manifest's
     if manifest["inputs"].get("source_sha256") not in (None, ref.sha256):
         log.warning("note: %s was exported from a different source than %s", artifact, ref.spec)
     started = time.time()
@@ -117,6 +117,7 @@ def check_artifact(artifact: str | Path, ref: ReferenceModel, *, text: str,
     return {
         "schema": REPORT_SCHEMA,
         "artifact": str(artifact),
+        "artifact_sha256": content_hash(manifest),  # what this check verified
         "name": artifact.name,
         "format": manifest.get("format"),
         "recipe": recipe,

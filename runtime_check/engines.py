@@ -4,7 +4,7 @@
   library). It tokenizes, adds BOS and stops on the package's stop tokens itself, which is
   exactly what the package metadata must get right.
 - ONNX bundle -> onnxruntime-genai, reading genai_config.json. Its tokenizer does not add
-  BOS for Gemma (DESIGN 4), so we encode with the bundle's tokenizer.json and add it.
+  BOS for Gemma (docs/reference.md, Stack and pitfalls), so we encode with the bundle's tokenizer.json and add it.
 
 `generate` streams text, greedy. `benchmark` reports TTFT, prefill and decode tokens/s
 from the engine's own counters, and runs in a child process so peak RSS is the engine's.
@@ -19,18 +19,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from gemma_edge.errors import GemmaEdgeError
+from foundation.artifacts import cache_root
+from foundation.errors import GemmaEdgeError
+from foundation.formats import get_package_kind, resolve
 
 
 def open_engine(package_dir: str | Path, *, threads: int = 2, max_tokens: int | None = None):
-    from exporter.package import verify_package  # hashes first: never load a tampered file
+    from foundation.integrity import verify_package  # hashes first: never load a tampered file
 
     package_dir = Path(package_dir)
     manifest = verify_package(package_dir)
-    if manifest["package"] == "litertlm":
-        engine = LiteRTLMEngine(package_dir, manifest, threads=threads, max_tokens=max_tokens)
-    else:
-        engine = GenaiEngine(package_dir, manifest, threads=threads)
+    kind = get_package_kind(manifest.get("package"))
+    engine = resolve(kind.engine)(package_dir, manifest, threads=threads, max_tokens=max_tokens)
     verify_token_metadata(engine)
     return engine
 
@@ -61,8 +61,12 @@ class LiteRTLMEngine:
         self.path = str(package_dir / manifest["model_file"])
         self.threads = threads
         self.max_tokens = max_tokens or manifest.get("graph", {}).get("cache_length")
+        # the engine's XNNPACK weight cache goes to the user cache, never into the package
+        # (a package holds exactly what its manifest lists)
+        cache = cache_root() / "litert-lm"
+        cache.mkdir(parents=True, exist_ok=True)
         self.engine = litert_lm.Engine(self.path, backend=litert_lm.Backend.CPU(thread_count=threads),
-                                       max_num_tokens=self.max_tokens)
+                                       max_num_tokens=self.max_tokens, cache_dir=str(cache))
 
     def token_metadata(self) -> dict[str, Any]:
         """What the engine itself read from the package (BOS, stop-token id sequences)."""
@@ -89,7 +93,9 @@ class LiteRTLMEngine:
 class GenaiEngine:
     name = "onnxruntime-genai"
 
-    def __init__(self, package_dir: Path, manifest: dict, *, threads: int):
+    def __init__(self, package_dir: Path, manifest: dict, *, threads: int,
+                 max_tokens: int | None = None):
+        """max_tokens: the genai_config's search.max_length bounds generation instead."""
         from tokenizers import Tokenizer
 
         from runtime_check.genai_runner import GenaiRunner
@@ -114,7 +120,7 @@ class GenaiEngine:
         import numpy as np
 
         if chat:
-            from gemma_edge.chat import format_chat
+            from foundation.chat import format_chat
 
             text = format_chat([{"role": "user", "content": prompt}], add_generation_prompt=True,
                                bos_token="")
@@ -146,7 +152,7 @@ class GenaiEngine:
 def benchmark(package_dir: str | Path, *, prefill_tokens: int = 128, decode_tokens: int = 64,
               threads: int = 2, prompt: str | None = None) -> dict[str, Any]:
     """Engine-reported TTFT and tokens/s, in a child process (its peak RSS is the engine's)."""
-    from exporter.package import verify_package
+    from foundation.integrity import verify_package
 
     verify_package(package_dir)
     spec = json.dumps({"package": str(package_dir), "prefill": prefill_tokens,
@@ -182,7 +188,7 @@ def genai_timing(runner, ids: list[int], decode: int) -> dict[str, Any]:
 def _bench_child(spec: dict) -> dict[str, Any]:
     import time
 
-    from gemma_edge.artifacts import peak_rss_bytes
+    from foundation.artifacts import peak_rss_bytes
 
     start = time.perf_counter()
     engine = open_engine(spec["package"], threads=spec["threads"])
@@ -195,7 +201,8 @@ def _bench_child(spec: dict) -> dict[str, Any]:
         engine.close()
         info = lm.Benchmark(model_path=path, backend=lm.Backend.CPU(thread_count=spec["threads"]),
                             prefill_tokens=spec["prefill"], decode_tokens=spec["decode"],
-                            max_num_tokens=cache, prompt=text).run()
+                            max_num_tokens=cache, prompt=text,
+                            cache_dir=str(cache_root() / "litert-lm")).run()
         result.update(prompt_tokens=info.last_prefill_token_count,
                       ttft_s=info.time_to_first_token_in_second,
                       prefill_tps=info.last_prefill_tokens_per_second,

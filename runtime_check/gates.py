@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from gemma_edge.errors import GemmaEdgeError
+from foundation.errors import GemmaEdgeError
 
 
 def recipe_family(recipe: str) -> str:

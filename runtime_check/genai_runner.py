@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gemma_edge.errors import GemmaEdgeError, MissingExtraError
+from foundation.errors import GemmaEdgeError, MissingExtraError
 
 CONFIG = "genai_config.json"
 

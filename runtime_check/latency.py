@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gemma_edge.artifacts import peak_rss_bytes
-from gemma_edge.errors import GemmaEdgeError
+from foundation.artifacts import peak_rss_bytes
+from foundation.errors import GemmaEdgeError
 
 
 def median_p90(values: list[float]) -> dict[str, float]:

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from gemma_edge.errors import GemmaEdgeError, MissingExtraError
+from foundation.errors import GemmaEdgeError, MissingExtraError
+from foundation.formats import FORMATS
 from runtime_check.runner import model_file
 
-MODEL_FILE = "model.tflite"
+MODEL_FILE = FORMATS["tflite"].model_file
 
 
 def _causal_mask(positions: np.ndarray, cache_len: int) -> np.ndarray:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gemma_edge.errors import MissingExtraError
+from foundation.errors import MissingExtraError
+from foundation.formats import FORMATS
 from runtime_check.runner import model_file
 
 
@@ -27,7 +28,7 @@ class OnnxRunner:
             import onnxruntime as ort
         except ImportError:
             raise MissingExtraError("onnx", "onnxruntime") from None
-        path = model_file(model, "model.onnx", "ONNX")
+        path = model_file(model, FORMATS["onnx"].model_file, "ONNX")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:

@@ -12,12 +12,12 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from gemma_edge.artifacts import atomic_output_dir
-from gemma_edge.errors import GemmaEdgeError
+from foundation.artifacts import atomic_output_dir
+from foundation.errors import GemmaEdgeError
+from foundation.formats import CHECK_DIR, CHECK_REPORT
 from runtime_check import svg_plots
 
 REPORT_SCHEMA = 1
-CHECK_DIR = "check"
 
 DEFINITIONS = [
     ("KLD", "KL(p_ref || p_artifact) per position in nats, over teacher-forced held-out "
@@ -35,7 +35,7 @@ def write_check_report(result: dict[str, Any], artifact: str | Path) -> Path:
     """ARTIFACT/check/{report.json, report.html}, replaced atomically."""
     target = Path(artifact) / CHECK_DIR
     with atomic_output_dir(target, overwrite=True) as tmp:
-        (tmp / "report.json").write_text(json.dumps(result, indent=2) + "\n")
+        (tmp / CHECK_REPORT).write_text(json.dumps(result, indent=2) + "\n")
         (tmp / "report.html").write_text(render_html([result], title=f"gemma-edge check: "
                                                                      f"{result['name']}"))
     return target
@@ -44,7 +44,7 @@ def write_check_report(result: dict[str, Any], artifact: str | Path) -> Path:
 def build_report(build_dir: str | Path) -> tuple[Path, dict[str, Any]]:
     """BUILD_DIR/report.{json,html} comparing every checked artifact under BUILD_DIR."""
     build = Path(build_dir)
-    checks = sorted(build.rglob(f"{CHECK_DIR}/report.json"))
+    checks = sorted(build.rglob(f"{CHECK_DIR}/{CHECK_REPORT}"))
     if not checks:
         raise GemmaEdgeError(f"no checked artifacts under {build}",
                              "run gemma-edge check on the artifacts first")

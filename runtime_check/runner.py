@@ -13,7 +13,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from gemma_edge.errors import GemmaEdgeError
+from foundation.errors import GemmaEdgeError
 
 
 @runtime_checkable

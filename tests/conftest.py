@@ -7,7 +7,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 
-from gemma_edge.families import FAMILIES  # noqa: E402
+from foundation.families import FAMILIES  # noqa: E402
 
 FAMILY_NAMES = list(FAMILIES)
 _tiny_cache: dict = {}
@@ -16,7 +16,7 @@ _tiny_cache: dict = {}
 @pytest.fixture(scope="session")
 def tiny():
     """tiny(name) -> ReferenceModel, built once per session per family."""
-    from gemma_edge.sources import load_source
+    from foundation.sources import load_source
 
     def get(name: str):
         if name not in _tiny_cache:
@@ -53,7 +53,7 @@ def tiny_export(tmp_path_factory, tiny):
 @pytest.fixture(scope="session")
 def real_ref():
     """The real Gemma 3 270M (converted once into the user cache, then loaded from it)."""
-    from gemma_edge.sources import load_source
+    from foundation.sources import load_source
 
     return load_source("builtin:gemma3-270m")
 
@@ -68,7 +68,7 @@ def isolated_cache(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def real_heldout_ids(real_ref):
     """Held-out prose for real-model parity: long enough to cross the 512-token window."""
-    from gemma_edge.texts import load_text
+    from foundation.texts import load_text
 
     text = " ".join(load_text(f"builtin:{name}") for name in
                     ("gemma_edge_field_notes", "austen_pride_and_prejudice_ch1"))

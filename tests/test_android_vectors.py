@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from gemma_edge.chat import format_chat
-from gemma_edge.errors import GemmaEdgeError
-from gemma_edge.streaming import StopTextFilter
+from foundation.chat import format_chat
+from foundation.errors import GemmaEdgeError
+from foundation.streaming import StopTextFilter
 
 DEMO = Path(__file__).resolve().parent.parent / "android_demo"
 VECTORS = DEMO / "test_vectors"
@@ -34,7 +34,7 @@ def test_stop_token_vectors(case):
 
 @pytest.mark.parametrize("case", _load("manifest.json")["cases"], ids=lambda c: c["name"])
 def test_manifest_vectors(case, tmp_path):
-    from exporter.package import verify_package
+    from foundation.integrity import verify_package
 
     (tmp_path / "manifest.json").write_text(json.dumps(_load("manifest.json")["manifest"]))
     for name, text in case["files"].items():

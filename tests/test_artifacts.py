@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from gemma_edge.artifacts import (
+from foundation.artifacts import (
     atomic_output_dir,
     read_manifest,
     sha256_file,
@@ -33,7 +33,7 @@ def test_a_ctrl_c_inside_a_finalizer_still_stops_the_stage(tmp_path):
     import sys
     import time
 
-    from gemma_edge import interrupts
+    from foundation import interrupts
 
     class Finalized:
         def __del__(self):

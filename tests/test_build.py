@@ -84,7 +84,7 @@ def test_bad_specs_are_one_line_errors(tmp_path, capsys):
 
 
 def test_recipes_per_format(tmp_path):
-    from gemma_edge.pipeline import BuildSpec
+    from gemma_edge.build_spec import BuildSpec
 
     table = tmp_path / "table.toml"
     table.write_text('source = "tiny:gemma"\nformats = ["onnx", "tflite"]\n[recipes]\n'
@@ -99,15 +99,17 @@ def test_recipes_per_format(tmp_path):
 def test_a_failing_background_stage_is_one_line_and_a_stopped_one_leaves_nothing(tmp_path):
     import pytest
 
-    from gemma_edge.errors import GemmaEdgeError
-    from gemma_edge.pipeline import _Background
+    from foundation.errors import GemmaEdgeError
+    from gemma_edge.stages import ChildRun, Stage
 
-    failing = _Background("export", str(tmp_path / "missing"), "--format", "onnx",
-                          "--out", str(tmp_path))
-    with pytest.raises(GemmaEdgeError, match="build stage `gemma-edge export` failed: .*missing"):
+    def export(fmt, source):
+        stage = Stage(f"export {fmt}", "export", tmp_path / fmt, (), {"format": fmt}, child=True)
+        return ChildRun([stage], {stage.name: "k"}, source, progress=False)
+
+    failing = export("onnx", str(tmp_path / "missing"))
+    with pytest.raises(GemmaEdgeError, match="build stage export onnx failed: .*missing"):
         failing.join()
-    running = _Background("export", "tiny:gemma3_text", "--format", "tflite", "--out", str(tmp_path),
-                          output=tmp_path / "tflite")
+    running = export("tflite", "tiny:gemma3_text")
     while not list(tmp_path.glob(".tflite.*.partial")):  # interrupted mid-export
         assert running.proc.poll() is None, "the export finished before it could be interrupted"
         time.sleep(0.2)

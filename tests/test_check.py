@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
+from foundation.errors import GemmaEdgeError
 from gemma_edge.cli import main
-from gemma_edge.errors import GemmaEdgeError
 from runtime_check.gates import evaluate_gates, load_gates, recipe_family
 
 TEXT = "builtin:gemma_edge_field_notes"
@@ -27,11 +27,16 @@ def _damage_onnx(src, dst):
     """Copy an ONNX export and reverse the input rows of one MLP down-projection: a
     plausible layout bug. (Scaling would not do: Gemma 2's post-feed-forward RMSNorm
     cancels any scale. The exporter folds transposes, so initializers lose their module
-    names; the down-projection is the [intermediate, hidden] = [256, 128] matrix.)"""
+    names; the down-projection is the [intermediate, hidden] = [256, 128] matrix.) The
+    manifest is rewritten to match, as a buggy exporter would write it: the artifact is
+    intact, only wrong, so it is `check`'s numbers that must catch it (a file changed
+    behind its manifest's back is refused before any number: tests/test_hostile.py)."""
     import shutil
 
     import onnx
     from onnx import numpy_helper
+
+    from foundation.artifacts import sha256_file
 
     shutil.copytree(src, dst)
     model = onnx.load(str(dst / "model.onnx"))
@@ -43,6 +48,11 @@ def _damage_onnx(src, dst):
     (dst / "model.onnx.data").unlink()
     onnx.save(model, str(dst / "model.onnx"), save_as_external_data=True,
               location="model.onnx.data")
+    manifest = json.loads((dst / "manifest.json").read_text())
+    for name in ("model.onnx", "model.onnx.data"):
+        manifest["files"][name] = {"sha256": sha256_file(dst / name),
+                                   "bytes": (dst / name).stat().st_size}
+    (dst / "manifest.json").write_text(json.dumps(manifest))
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "tflite"])

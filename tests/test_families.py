@@ -2,9 +2,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gemma_edge.chat import format_chat
-from gemma_edge.errors import SourceError
-from gemma_edge.families import (
+from foundation.chat import format_chat
+from foundation.errors import SourceError
+from foundation.families import (
     FAMILIES,
     family_for_gguf_architecture,
     family_for_model_type,
@@ -31,7 +31,7 @@ def test_tiny_model_matches_family_data(tiny, name):
 
 
 def test_tiny_weights_are_seeded(tiny):
-    from gemma_edge.tiny import build_tiny
+    from foundation.tiny import build_tiny
 
     a, _ = build_tiny(FAMILIES["gemma2"])
     b = tiny("gemma2").model

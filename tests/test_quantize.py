@@ -62,7 +62,7 @@ def _fake_quantized(ref, recipe, fmt, head_parts=0, rotation=None):
     rotated model, as the quantizer sees it)."""
     import torch
 
-    from exporter.rotation import rotated_reference
+    from foundation.rotation import rotated_reference
     from quantization.weights import quantize_weights
 
     if rotation:
@@ -122,7 +122,7 @@ def test_litert_head_parts_get_one_int8_scale_per_part_row(tiny, tmp_path):
     64 inputs of each head row, and the runtime executes exactly that grid. Gemma 2: the
     converter folds the final soft-cap's 1/30 into each part (found as scaled copies)."""
     from exporter.tflite_export import export_tflite
-    from gemma_edge.errors import GemmaEdgeError
+    from foundation.errors import GemmaEdgeError
     from quantization.quantize import quantize_export
     from quantization.weights import quantize_weights
     from tests.conftest import TINY_TFLITE

@@ -1,4 +1,4 @@
-"""LiteRT int8 on the real Gemma 3 270M: what the rotated export buys (exporter/rotation.py).
+"""LiteRT int8 on the real Gemma 3 270M: what the rotated export buys (foundation/rotation.py).
 
 Only a trained model has the outlier channels that make LiteRT's per-row int8 lose: on
 random tiny weights rotation changes little. Measured here (512 held-out tokens): the

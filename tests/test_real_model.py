@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from foundation.texts import load_text
 from gemma_edge.summary import describe
-from gemma_edge.texts import load_text
 from runtime_check.parity import perplexity
 from runtime_check.runner import greedy_generate, teacher_forced_logits
 from runtime_check.torch_runner import TorchRunner, full_forward_logits

@@ -1,4 +1,4 @@
-"""export --rotate: orthogonal rotations of the weights' input spaces (exporter/rotation.py).
+"""export --rotate: orthogonal rotations of the weights' input spaces (foundation/rotation.py).
 
 Float: the rotated model is the same function (HF forward and our decoder, every family),
 and the original model is left alone. LiteRT: the rotated fp32 export equals torch, the
@@ -21,7 +21,7 @@ from tests.test_quantize import TEXT, _artifact_logits, _fake_quantized
 @pytest.mark.parametrize("name", FAMILY_NAMES)
 def test_rotated_copy_is_the_same_function(tiny, name):
     from exporter.cache_decoder import CacheDecoder
-    from exporter.rotation import apply_to_decoder, rotated_copy
+    from foundation.rotation import apply_to_decoder, rotated_copy
 
     ref = tiny(name)
     ids = torch.tensor([ref.encode(TEXT)])
@@ -44,7 +44,7 @@ def test_rotated_copy_is_the_same_function(tiny, name):
 
 
 def test_rotation_is_reproducible_from_its_spec(tiny):
-    from exporter.rotation import make_rotation
+    from foundation.rotation import make_rotation
 
     model = tiny("gemma3_text").model
     a, b, c = make_rotation(model, 0), make_rotation(model, 0), make_rotation(model, 1)
@@ -59,8 +59,8 @@ def test_rotated_litert_export_quantizes_onto_our_grid(tiny, tmp_path):
     rotation constants are the only float 2-D tensors left."""
     import mmap
 
-    from exporter.rotation import rotated_reference
     from exporter.tflite_export import export_tflite
+    from foundation.rotation import rotated_reference
     from quantization.litert_backend import float_buffers, weight_tensors
     from quantization.quantize import quantize_export
     from tests.conftest import TINY_TFLITE
@@ -116,7 +116,7 @@ def test_export_cli_refuses_rotate_with_head_block(tmp_path, capsys):
 def test_kronecker_rotation_applies_as_two_small_products():
     """x R for R = kron(a, b), computed as aᵀ X b (the 270M's hidden size 640 = 5 x 128):
     the same as the dense product, blockwise when a is the identity."""
-    from exporter.rotation import Kron, orthogonal
+    from foundation.rotation import Kron, orthogonal
 
     rng = np.random.default_rng(0)
     kron = orthogonal(5 * 8, rng)
@@ -134,7 +134,7 @@ def test_kronecker_rotation_applies_as_two_small_products():
 def test_rotated_hessians_equal_a_calibration_on_the_rotated_model(tiny):
     """The rotated reference reuses the unrotated calibration as Rᵀ H R: the same as
     collecting it on the rotated model."""
-    from exporter.rotation import rotate_hessians, rotated_copy
+    from foundation.rotation import rotate_hessians, rotated_copy
     from quantization.calibration import calibration_batches, collect_hessians
     from quantization.weights import linear_names
 

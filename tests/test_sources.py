@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from gemma_edge.errors import SourceError
-from gemma_edge.sources import check_safetensors, load_source
+from foundation.errors import SourceError
+from foundation.sources import check_safetensors, load_source
 from runtime_check.torch_runner import full_forward_logits
 from tests.conftest import FAMILY_NAMES
 from tests.gguf_tiny import write_tiny_gguf
@@ -59,7 +59,7 @@ def test_gguf_cache_hit_skips_conversion(tmp_path, isolated_cache, monkeypatch):
     entries = list((isolated_cache / "gguf").iterdir())
     assert len(entries) == 1 and json.loads((entries[0] / "gemma_edge_source.json").read_text())
 
-    import gemma_edge.gguf_cache as gguf_cache
+    import foundation.gguf_cache as gguf_cache
 
     def no_conversion(*args, **kwargs):
         raise AssertionError("a cache hit must not convert again")
@@ -77,7 +77,7 @@ def test_gguf_cache_hit_skips_conversion(tmp_path, isolated_cache, monkeypatch):
 def test_failed_conversion_leaves_no_cache_entry(tmp_path, isolated_cache, monkeypatch):
     path = tmp_path / "tiny.gguf"
     write_tiny_gguf(path)
-    import gemma_edge.gguf_cache as gguf_cache
+    import foundation.gguf_cache as gguf_cache
 
     def boom(path, family, out):
         (out / "model.safetensors").write_bytes(b"half")

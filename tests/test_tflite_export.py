@@ -2,8 +2,8 @@ import json
 
 import pytest
 
+from foundation.errors import GemmaEdgeError
 from gemma_edge.cli import main
-from gemma_edge.errors import GemmaEdgeError
 from runtime_check.litert_runner import LiteRTRunner
 from tests.conftest import FAMILY_NAMES, TINY_TFLITE
 from tests.runner_checks import assert_greedy_matches, assert_teacher_forced_parity

@@ -9,9 +9,9 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from gemma_edge.errors import GemmaEdgeError
+from foundation.errors import GemmaEdgeError
 
-_TEXTS = resources.files("gemma_edge") / "data" / "texts"
+_TEXTS = resources.files("foundation") / "data" / "texts"
 
 
 def builtin_texts() -> list[str]:
@@ -41,3 +41,7 @@ def load_text(name_or_path: str) -> str:
     if not text.strip():
         raise GemmaEdgeError(f"text file '{name_or_path}' is empty", "pass a file with text in it")
     return text
+
+
+# held-out evaluation prose: never calibration text (quantization.calibration refuses it)
+DEFAULT_EVAL_TEXT = "builtin:gemma_edge_field_notes+austen_pride_and_prejudice_ch1"

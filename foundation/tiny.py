@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from gemma_edge.families import Family
+from foundation.families import Family
 
 SPECIAL_TOKENS = ("<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>")
 TINY_SEED = 0

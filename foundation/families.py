@@ -12,11 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from gemma_edge.errors import SourceError
+from foundation.errors import SourceError
 
 # One turn format serves Gemma 1, 2 and 3 (and CodeGemma IT). A system message is
 # folded into the first user turn, as Gemma 3's own template does; Gemma has no
-# system role. Kept in sync with gemma_edge.chat.format_chat (a test checks).
+# system role. Kept in sync with foundation.chat.format_chat (a test checks).
 GEMMA_CHAT_TEMPLATE = (
     "{{ bos_token }}"
     "{% set ns = namespace(system='') %}"

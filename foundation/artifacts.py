@@ -21,7 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from gemma_edge.interrupts import raise_if_interrupted
+from foundation.interrupts import raise_if_interrupted
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_SCHEMA = 1
@@ -69,6 +69,14 @@ def tool_versions(*packages: str) -> dict[str, str]:
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[name] = metadata.version(name)
     return versions
+
+
+def cache_root() -> Path:
+    """$GEMMA_EDGE_CACHE, else $XDG_CACHE_HOME/gemma-edge, else ~/.cache/gemma-edge."""
+    if env := os.environ.get("GEMMA_EDGE_CACHE"):
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "gemma-edge"
 
 
 def partial_dirs(target: str | Path) -> list[Path]:
@@ -134,13 +142,26 @@ def write_manifest(
 
 
 def read_manifest(directory: str | Path) -> dict[str, Any]:
-    return json.loads((Path(directory) / MANIFEST_NAME).read_text())
+    """manifest.json as a dict; a damaged one is an input error naming the file."""
+    from foundation.errors import GemmaEdgeError
+
+    file = Path(directory) / MANIFEST_NAME
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+        raise GemmaEdgeError(f"{file} is not a readable manifest ({type(exc).__name__})",
+                             "make the artifact again; a manifest is never edited by hand") from None
+    if not isinstance(data, dict) or not isinstance(data.get("files"), dict) \
+            or not isinstance(data.get("inputs", {}), dict):
+        raise GemmaEdgeError(f"{file} is not a gemma-edge manifest (no files table)",
+                             "make the artifact again; a manifest is never edited by hand")
+    return data
 
 
 def require_manifest(directory: str | Path, what: str = "artifact",
                      made_by: str = "gemma-edge export or quantize") -> dict[str, Any]:
     """The directory's manifest, or the one-line error every command gives for a wrong path."""
-    from gemma_edge.errors import GemmaEdgeError
+    from foundation.errors import GemmaEdgeError
 
     if not (Path(directory) / MANIFEST_NAME).is_file():
         raise GemmaEdgeError(f"{directory} is not a gemma-edge {what} (no {MANIFEST_NAME})",

@@ -9,25 +9,16 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
-from gemma_edge.artifacts import atomic_output_dir
-from gemma_edge.errors import SourceError
-from gemma_edge.families import Family, family_for_gguf_architecture
+from foundation.artifacts import atomic_output_dir, cache_root
+from foundation.errors import SourceError
+from foundation.families import Family, family_for_gguf_architecture
 
 log = logging.getLogger("gemma_edge")
 
 CACHE_FORMAT = 1
 ENTRY_INFO = "gemma_edge_source.json"
-
-
-def cache_root() -> Path:
-    """$GEMMA_EDGE_CACHE, else $XDG_CACHE_HOME/gemma-edge, else ~/.cache/gemma-edge."""
-    if env := os.environ.get("GEMMA_EDGE_CACHE"):
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "gemma-edge"
 
 
 def cache_entry(gguf_sha256: str) -> Path:

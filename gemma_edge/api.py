@@ -1,0 +1,216 @@
+"""The Python API: export, quantize, check, package, build. The CLI calls these and only
+parses and prints around them; a notebook or another tool can call them the same way.
+
+Each returns plain data (manifests, check results); input errors raise GemmaEdgeError,
+whose message names the problem and the fix. Stage modules are imported inside the
+functions, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from foundation.errors import GemmaEdgeError
+from foundation.formats import FORMATS, get_format, resolve
+
+log = logging.getLogger("gemma_edge")
+
+
+def export(source: str, out: str | Path, *, formats: Iterable[str] = ("onnx", "tflite"),
+           overwrite: bool = False, variant: str | None = None, ref=None,
+           record: dict | None = None, **options: Any) -> dict[str, dict[str, Any]]:
+    """Export SOURCE's float decoder to OUT/<format>/ for each format; returns the manifests.
+
+    options are format-specific (tflite: prefill_lengths, cache_length, head_block, rotate);
+    each format receives only those its registry entry names."""
+    from foundation.sources import load_source
+
+    names = list(dict.fromkeys(f.strip() for f in formats if f.strip()))
+    unknown = [f for f in names if f not in FORMATS]
+    if unknown or not names:
+        raise GemmaEdgeError(f"unknown export format {','.join(unknown) or '(none)'}",
+                             f"use one or more of: {', '.join(FORMATS)}")
+    names.sort(key=list(FORMATS).index)  # lightest first: each peak RSS is its own export's
+    if (options.get("head_block") or 0) < 0:
+        raise GemmaEdgeError(f"--head-block must be 0 or positive, not {options['head_block']}",
+                             "use 0 (one tensor) or a divisor of the hidden size, e.g. 128")
+    if options.get("rotate") and options.get("head_block"):
+        raise GemmaEdgeError("--rotate and --head-block do not combine",
+                             "use one of them (--rotate is the more accurate)")
+    for fmt in names:  # refuse before the (slow) model load, not after it
+        if (Path(out) / fmt).exists() and not overwrite:
+            raise GemmaEdgeError(f"{Path(out) / fmt} already exists",
+                                 "pass --overwrite or choose another --out")
+    ref = ref or load_source(source, variant=variant)
+    manifests = {}
+    for fmt in names:
+        entry = FORMATS[fmt]
+        own = {k: v for k, v in options.items() if k in entry.export_options and v is not None}
+        manifests[fmt] = resolve(entry.exporter)(ref, Path(out) / fmt, overwrite=overwrite,
+                                                 record=record, **own)
+    return manifests
+
+
+def quantize_jobs(exports: Sequence[str | Path], recipes: Iterable[str], *,
+                  out: str | Path | None = None) -> list[tuple[Path, str, str, Path]]:
+    """(export dir, format, recipe, output dir) per job, every name checked. A recipe
+    written FORMAT=NAME applies to that format's export only."""
+    from foundation.artifacts import require_manifest
+    from quantization.recipes import get_recipe
+
+    exports = [Path(e) for e in exports]
+    manifests = [require_manifest(e, "export", "`gemma-edge export`") for e in exports]
+    formats = [m.get("format", "?") for m in manifests]
+    if len(exports) > 1 and out:
+        raise GemmaEdgeError("--out takes one export directory", "leave --out away: outputs go "
+                             "next to each export as <format>-<recipe>")
+    if len({(m["inputs"]["source"], m["inputs"].get("source_sha256")) for m in manifests}) > 1:
+        raise GemmaEdgeError("the export directories come from different models",
+                             "quantize them one command at a time")
+    jobs = []
+    for token in (t.strip() for t in recipes if t.strip()):
+        only, _, name = token.rpartition("=")
+        if only and only not in formats:
+            raise GemmaEdgeError(f"--recipe {token}: none of the exports is {only}",
+                                 f"the exports are {', '.join(formats)}")
+        jobs += [(e, f, name) for e, f in zip(exports, formats, strict=True) if only in ("", f)]
+    if not jobs:
+        raise GemmaEdgeError("no recipe given", "pass --recipe NAME[,NAME...]")
+    result = []
+    for export_dir, fmt, name in jobs:
+        get_recipe(name, fmt)
+        target = (Path(out) if out and len(jobs) == 1 else
+                  (Path(out) if out else export_dir.parent) / f"{fmt}-{name}")
+        result.append((export_dir, fmt, name, target))
+    return result
+
+
+def quantize(exports: Sequence[str | Path], recipes: Iterable[str], *,
+             out: str | Path | None = None, calibration: str | None = None,
+             overwrite: bool = False, progress: bool = True) -> dict[str, dict[str, Any]]:
+    """Quantize fp32 exports of one model with each recipe; one model load and one
+    calibration for all. Returns {output dir: manifest}."""
+    from foundation.sources import load_source
+    from quantization.quantize import quantize_export
+
+    jobs = quantize_jobs(exports, recipes, out=out)
+    for _e, _f, _n, target in jobs:  # refuse before the (slow) model load
+        if target.exists() and not overwrite:
+            raise GemmaEdgeError(f"{target} already exists", "pass --overwrite or choose another --out")
+    from foundation.artifacts import read_manifest
+
+    inputs = read_manifest(jobs[0][0])["inputs"]
+    ref = load_source(inputs["source"], variant=inputs.get("variant"))
+    return {str(target): quantize_export(export_dir, target, name, calibration=calibration,
+                                         ref=ref, overwrite=overwrite, progress=progress)
+            for export_dir, _fmt, name, target in jobs}
+
+
+def check(artifact: str | Path, against: str, *, text: str | None = None, max_tokens: int = 512,
+          greedy_tokens: int = 32, gates: str | None = None, threads: int | None = 2,
+          latency: bool = True, ref=None, record: dict | None = None) -> dict[str, Any]:
+    """Verify ARTIFACT against the PyTorch reference; writes ARTIFACT/check/report.{json,html}
+    and returns the result (result["passed"] says whether every gate passed). `record` is
+    merged into the report (the build's freshness key)."""
+    from foundation.sources import load_source
+    from foundation.texts import DEFAULT_EVAL_TEXT, load_text
+    from runtime_check.check import check_artifact
+    from runtime_check.report import write_check_report
+
+    body = load_text(text or DEFAULT_EVAL_TEXT)
+    get_format(_format_of(artifact), f"artifact format in {artifact}")
+    ref = ref or load_source(against)
+    result = check_artifact(artifact, ref, text=body, max_tokens=max_tokens,
+                            greedy_tokens=greedy_tokens, gates_file=gates, threads=threads,
+                            latency=latency)
+    result.update(record or {})
+    result["report"] = str(write_check_report(result, artifact) / "report.html")
+    return result
+
+
+def package(artifact: str | Path, kind: str, *, out: str | Path | None = None,
+            overwrite: bool = False) -> dict[str, Any]:
+    """Package ARTIFACT for an engine (kind: litertlm, onnx-bundle); returns its manifest.
+    Default out: ARTIFACT.<kind> beside the artifact."""
+    from exporter.package import package as make_package
+
+    return make_package(artifact, package_target(artifact, kind, out), kind, overwrite=overwrite)
+
+
+def package_target(artifact: str | Path, kind: str, out: str | Path | None = None) -> Path:
+    artifact = Path(artifact)
+    return Path(out) if out else artifact.parent / f"{artifact.name}.{kind}"
+
+
+def build(spec: str | Path, *, progress: bool = True) -> dict[str, Any]:
+    """Run the build spec's stage graph (see gemma_edge.stage_graph); returns the summary."""
+    from gemma_edge.build_spec import BuildSpec
+    from gemma_edge.stage_graph import run_build
+
+    return run_build(BuildSpec.load(spec), progress=progress)
+
+
+def run(source: str, prompt: str, *, max_new_tokens: int = 64, chat: bool | None = None,
+        variant: str | None = None, threads: int | None = None,
+        on_piece: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Generate greedily from SOURCE (the PyTorch reference) or from a package directory (in
+    its on-device engine); on_piece gets the text as it streams. Returns what was made."""
+    if (Path(source) / "manifest.json").is_file():
+        return _run_package(source, prompt, max_new_tokens, chat, threads, on_piece)
+    from foundation.sources import load_source
+    from runtime_check.generation import stream_text
+    from runtime_check.torch_runner import TorchRunner
+
+    ref = load_source(source, variant=variant)
+    prompt_ids = ref.encode(prompt, chat=chat)
+    context = getattr(ref.config, "max_position_embeddings", None)
+    if context and len(prompt_ids) + max_new_tokens > context:
+        raise GemmaEdgeError(f"{len(prompt_ids)} prompt tokens + {max_new_tokens} new tokens do "
+                             f"not fit the model's context of {context}",
+                             f"use --max-new-tokens {max(context - len(prompt_ids), 1)} or less")
+    runner = TorchRunner(ref.model, threads=threads)
+    started = time.perf_counter()
+    first_token_at = None
+    tokens, pieces = [], []
+    for token, piece in stream_text(runner, ref.tokenizer, prompt_ids, max_new_tokens,
+                                    ref.stop_token_ids):
+        first_token_at = first_token_at or time.perf_counter()
+        tokens.append(token)
+        pieces.append(piece)
+        if on_piece:
+            on_piece(piece)
+    ended = time.perf_counter()
+    runner.close()
+    decode_tps = (len(tokens) - 1) / (ended - first_token_at) if len(tokens) > 1 else None
+    return {"source": source, "engine": runner.name, "prompt": prompt,
+            "prompt_tokens": len(prompt_ids), "generated_tokens": tokens, "text": "".join(pieces),
+            "stopped": bool(tokens) and tokens[-1] in ref.stop_token_ids,
+            "ttft_seconds": round(first_token_at - started, 4),
+            "decode_tokens_per_second": round(decode_tps, 2) if decode_tps else None}
+
+
+def _run_package(package_dir, prompt, max_new_tokens, chat, threads, on_piece) -> dict[str, Any]:
+    from runtime_check.engines import open_engine
+
+    engine = open_engine(package_dir, threads=threads or 2)
+    if chat is None:
+        chat = engine.manifest["inputs"].get("variant") == "it"
+    pieces = []
+    try:
+        for piece in engine.generate(prompt, max_new_tokens, chat=chat):
+            pieces.append(piece)
+            if on_piece:
+                on_piece(piece)
+    finally:
+        engine.close()
+    return {"engine": engine.name, "prompt": prompt, "text": "".join(pieces)}
+
+
+def _format_of(artifact: str | Path) -> str | None:
+    from foundation.artifacts import require_manifest
+
+    return require_manifest(artifact).get("format")
