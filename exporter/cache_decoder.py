@@ -60,7 +60,7 @@ class CacheDecoder(nn.Module):
         self.norm = _rms_norm  # (norm module, x) -> normalized x
         self.scores = _scores  # (q, k) -> q kᵀ
         self.weighted = torch.matmul  # (probs, V as the cache holds it) -> probs V
-        self.rotate = _apply_rope  # (x, cos, sin) -> x rotated; ONNX swaps in its RotaryEmbedding
+        self.apply_rope = _apply_rope  # (x, cos, sin) -> x rotated; ONNX swaps in its RotaryEmbedding
         # the LiteRT layout swaps both for the head's column parts (litert_decoder.HeadParts)
         self.embed = self._embed  # ids -> scaled embeddings
         self.head = hf_model.lm_head  # x -> logits (before the final soft-cap)
@@ -92,7 +92,7 @@ class CacheDecoder(nn.Module):
         if hasattr(attn, "q_norm"):
             q, k = self.norm(attn.q_norm, q), self.norm(attn.k_norm, k)
         cos, sin = cos_sin
-        return self.rotate(q, cos, sin), self.rotate(k, cos, sin), v
+        return self.apply_rope(q, cos, sin), self.apply_rope(k, cos, sin), v
 
     def _attention(self, layer, x, cos_sin, mask, update_cache):
         attn = layer.self_attn

@@ -86,12 +86,36 @@ def partial_dirs(target: str | Path) -> list[Path]:
     return sorted(target.parent.glob(f".{target.name}.*{PARTIAL_SUFFIX}"))
 
 
+def remove_stale_partials(target: str | Path) -> None:
+    """Remove partial directories for `target` whose process is gone (killed with -9, or
+    the machine went down): each partial's name carries its owner's pid."""
+    for partial in partial_dirs(target):
+        owner = partial.name.removesuffix(PARTIAL_SUFFIX).split(".")[-2]
+        if owner.isdigit() and not _alive(int(owner)):
+            shutil.rmtree(partial, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def atomic_output_dir(target: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary directory that becomes `target` only if the block succeeds."""
+    """Yield a temporary directory that becomes `target` only if the block succeeds; on
+    failure nothing is left, not even the parent directories it had to create."""
     target = Path(target)
+    created = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=PARTIAL_SUFFIX, dir=target.parent))
+    remove_stale_partials(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=PARTIAL_SUFFIX,
+                                dir=target.parent))
+    committed = False
     try:
         yield tmp
         raise_if_interrupted()  # a Ctrl-C swallowed on the way must not commit the artifact
@@ -104,9 +128,14 @@ def atomic_output_dir(target: str | Path, *, overwrite: bool = False) -> Iterato
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, target)
+        committed = True
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        if not committed:
+            for parent in created:  # deepest first; only if still empty
+                with contextlib.suppress(OSError):
+                    parent.rmdir()
 
 
 def write_manifest(

@@ -211,11 +211,13 @@ def rotated_reference(ref, spec: dict):
         model, rot = rotated_copy(ref.model, int(spec["seed"]), int(spec["block"]))
         # calibration statistics already collected on the unrotated model carry over:
         # the input x R of a rotated Linear has the Hessian Rᵀ H R (saves a calibration pass)
-        memo = {key: (rotate_hessians(value[0], rot, model.config), {})
-                for key, value in ref.memo.items() if key[0] == "calibration"}
-        return dataclasses.replace(ref, model=model, memo=memo)
+        # (entries are quantization.weights.Calibration: hessians, and factors derived from them)
+        calibration = {key: dataclasses.replace(stats, factors={}, hessians=rotate_hessians(
+                           stats.hessians, rot, model.config))
+                       for key, stats in ref.memo.get("calibration", {}).items()}
+        return dataclasses.replace(ref, model=model, memo={"calibration": calibration})
 
-    return ref.memoized(("rotated", int(spec["seed"]), int(spec["block"])), build)
+    return ref.memoized("rotated", (int(spec["seed"]), int(spec["block"])), build)
 
 
 def input_rotation(name: str, rot: Rotation, cfg) -> tuple[torch.Tensor, int]:

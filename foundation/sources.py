@@ -46,20 +46,21 @@ class ReferenceModel:
     load_seconds: float
     from_cache: bool = False
     notes: list[str] = field(default_factory=list)
-    # results derived from this model that several stages of one process share (see memoized)
-    memo: dict = field(default_factory=dict, repr=False, compare=False)
+    # results derived from this model that several stages of one process share, by kind
+    # ("logits", "greedy", "calibration", "weight", "rotated"), then by key (see memoized)
+    memo: dict[str, dict] = field(default_factory=dict, repr=False, compare=False)
 
-    def memoized(self, key: tuple, compute, replace: str | None = None):
-        """`compute()` once per key: the reference logits and greedy runs every check of a build
-        compares against, the calibration statistics every recipe of a format uses. `replace`
-        keeps one entry of that kind (the logits of a 512-token text over a 262k vocabulary
-        are 0.5 GB)."""
-        if key not in self.memo:
-            if replace:
-                for old in [k for k in self.memo if k[0] == replace]:
-                    del self.memo[old]
-            self.memo[key] = compute()
-        return self.memo[key]
+    def memoized(self, kind: str, key: tuple, compute, *, keep_one: bool = False):
+        """`compute()` once per (kind, key): the reference logits and greedy runs every check of
+        a build compares against, the calibration statistics every recipe of a format uses.
+        `keep_one` drops the kind's other entries first (the logits of a 512-token text over
+        a 262k vocabulary are 0.5 GB)."""
+        entries = self.memo.setdefault(kind, {})
+        if key not in entries:
+            if keep_one:
+                entries.clear()
+            entries[key] = compute()
+        return entries[key]
 
     @property
     def config(self):

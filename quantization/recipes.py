@@ -7,7 +7,7 @@ stays float32.
 
 Why the choices (measured on the real 270M, see bench/quantize_matrix.py):
 - Weight-only int8 keeps activations float: ai-edge-quantizer's dynamic int8 (run-time
-  int8 activations) scored mean KLD 0.023, weight-only 0.005 (DESIGN 4a). On the rotated
+  int8 activations) scored mean KLD 0.023, weight-only 0.005 (docs/reference.md, "Peers' numbers and our targets"). On the rotated
   LiteRT export (the default, foundation/rotation.py) dynamic int8 scores 0.0023 (top-1
   97.9 %), weight-only int8-calibrated 0.0011.
 - LiteRT runs blockwise int4 only with dynamic int8 activations (weight-only blockwise is
@@ -116,7 +116,7 @@ _add(Recipe("int8-static", "int8 weights and int16 activations calibrated on tex
             TensorSpec(8, {"tflite": 0, "onnx": 128}), INT8_HEAD,
             activations={"tflite": "static-int16", "onnx": "static"},
             refused={"onnx": "static QDQ int8 ran 5x slower and less faithful than weight-only "
-                             "in onnxruntime on this model (DESIGN 4); use --recipe int8",
+                             "in onnxruntime on this model (docs/reference.md); use --recipe int8",
                      "tflite": "not built yet: it needs calibrated ranges for every signature's "
                                "KV-cache inputs, and Gemma's 1e5 residual stream leaves int8 "
                                "activations no resolution; use --recipe int8"}))

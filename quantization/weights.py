@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -95,8 +95,8 @@ def quantize_weights(ref, recipe: Recipe, fmt: str, *, calibration: str | None =
     names = linear_names(model)
     hessians, factors = {}, {}
     if recipe.calibrated:
-        hessians, factors = _calibration(ref, calibration or DEFAULT_CALIBRATION,
-                                         calibration_tokens, names)
+        stats = _calibration(ref, calibration or DEFAULT_CALIBRATION, calibration_tokens, names)
+        hessians, factors = stats.hessians, stats.factors
     out = {}
     for name in tqdm(names, desc=f"quantize {recipe.name}", unit="tensor", disable=not progress,
                      leave=False):
@@ -126,19 +126,27 @@ def quantize_weights(ref, recipe: Recipe, fmt: str, *, calibration: str | None =
         # Recipes of one run that give a weight the same grid and rounding (LiteRT's int8-dynamic
         # and int4-calibrated share the head's int8 GPTQ) decide it once.
         calibration_id = id(hessians[name]) if name in hessians else None
-        out[name] = ref.memoized(("weight", name, grid, spec.method, calibration_id), decide)
+        out[name] = ref.memoized("weight", (name, grid, spec.method, calibration_id), decide)
     return out
 
 
-def _calibration(ref, spec: str, tokens: int, names: list[str]) -> tuple[dict, dict]:
+@dataclass
+class Calibration:
+    """What calibration text tells about a model: each Linear's input Hessian, and the GPTQ
+    factors derived from them (filled as recipes need them)."""
+    hessians: dict
+    factors: dict = field(default_factory=dict)
+
+
+def _calibration(ref, spec: str, tokens: int, names: list[str]) -> Calibration:
     """Hessians of every Linear's input on the calibration text, and a cache for the GPTQ
     factors derived from them: computed once per loaded model, so one `quantize` run (what a
     build runs, over every format's export) collects and inverts them once for all recipes."""
     from quantization.calibration import calibration_batches, collect_hessians
 
-    def collect() -> tuple[dict, dict]:
+    def collect() -> Calibration:
         batches = calibration_batches(ref, spec, tokens=tokens)
         log.info("calibration: %d windows, %d tokens", len(batches), sum(map(len, batches)))
-        return collect_hessians(ref.model, batches, names), {}
+        return Calibration(collect_hessians(ref.model, batches, names))
 
-    return ref.memoized(("calibration", spec, tokens), collect)
+    return ref.memoized("calibration", (spec, tokens), collect)

@@ -74,9 +74,9 @@ def check_artifact(artifact: str | Path, ref: ReferenceModel, *, text: str,
              split, steps, len(ids) - split - steps)
     reference = TorchRunner(ref.model, threads=threads)
     # the reference's side is the same for every artifact a build checks: computed once
-    ref_logits = ref.memoized(("logits", tuple(ids), split, steps),
+    ref_logits = ref.memoized("logits", (tuple(ids), split, steps),
                               lambda: teacher_forced_logits(reference, ids, split, steps),
-                              replace="logits")
+                              keep_one=True)
     art_logits = teacher_forced_logits(runner, ids, split, steps)
     metrics = parity_metrics(ref_logits, art_logits, ids)
     del ref_logits, art_logits
@@ -84,7 +84,7 @@ def check_artifact(artifact: str | Path, ref: ReferenceModel, *, text: str,
     greedy = []
     for prompt in prompts:
         prompt_ids = ref.encode(prompt)
-        expect, margins = ref.memoized(("greedy", tuple(prompt_ids), greedy_tokens),
+        expect, margins = ref.memoized("greedy", (tuple(prompt_ids), greedy_tokens),
                                        lambda ids=prompt_ids: greedy_margins(reference, ids, greedy_tokens))
         got = list(greedy_generate(runner, prompt_ids, greedy_tokens))
         ties = [i for i, m in enumerate(margins) if m < NEAR_TIE]

@@ -12,6 +12,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from foundation.errors import GemmaEdgeError
 
 
@@ -32,20 +34,28 @@ def load_gates(path: str | Path | None = None) -> dict[str, list[dict[str, Any]]
         if not p.is_file():
             raise GemmaEdgeError(f"gates file '{path}' does not exist",
                                  "pass a JSON file like runtime_check/gates/default.json")
-        text, source = p.read_text(), str(p)
+        try:
+            text, source = p.read_text(encoding="utf-8"), str(p)
+        except UnicodeDecodeError:
+            raise GemmaEdgeError(f"gates file '{path}' is not UTF-8 text", "fix the gates file") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise GemmaEdgeError(f"{source} is not valid JSON ({exc.msg} at line {exc.lineno})",
                              "fix the gates file") from None
+    if not isinstance(data, dict):
+        raise GemmaEdgeError(f"{source} must be a JSON object of recipe families",
+                             'e.g. {"int8": {"gates": [{"metric": "kld_mean", "max": 0.005}]}}')
     gates = {}
     for family, entry in data.items():
         if family.startswith("_"):
             continue
         items = entry.get("gates") if isinstance(entry, dict) else None
         if not isinstance(items, list) or not all(
-                isinstance(g, dict) and "metric" in g and ("min" in g) != ("max" in g)
-                for g in items):
+                isinstance(g, dict) and isinstance(g.get("metric"), str)
+                and ("min" in g) != ("max" in g)
+                and isinstance(g.get("min", g.get("max")), (int, float))
+                and not isinstance(g.get("min", g.get("max")), bool) for g in items):
             raise GemmaEdgeError(f"{source}: family '{family}' needs a list of gates, each "
                                  "with a metric and exactly one of min or max",
                                  'e.g. {"int8": {"gates": [{"metric": "kld_mean", "max": 0.005}]}}')
@@ -56,6 +66,7 @@ def load_gates(path: str | Path | None = None) -> dict[str, list[dict[str, Any]]
 def evaluate_gates(metrics: dict[str, Any], gates: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One result per gate: the value, the bound, passed, and by how much it missed."""
     results = []
+    broken = int(metrics.get("nonfinite_logits") or 0)
     for gate in gates:
         name = gate["metric"]
         if name not in metrics:
@@ -73,6 +84,9 @@ def evaluate_gates(metrics: dict[str, Any], gates: list[dict[str, Any]]) -> list
             passed = value >= bound
             miss = bound - value
             text = f"{name} {value:.4g} >= {bound:.4g}"
+        if broken or not np.isfinite(value):  # NaN compares False both ways: be explicit
+            passed, miss = False, float("inf")
+            text += f" (FAIL: {broken} NaN/Inf logits)" if broken else " (FAIL: not a number)"
         results.append({"metric": name, "kind": "max" if "max" in gate else "min",
                         "bound": bound, "value": value, "passed": bool(passed),
                         "missed_by": 0.0 if passed else float(miss), "text": text})

@@ -41,7 +41,7 @@ class GenaiRunner:
                 "intra_op_num_threads": threads}}}}))
         self.model = og.Model(config)
         limit = json.loads(config_file.read_text())["search"].get("max_length", 1024)
-        # GroupQueryAttention needs max_length >= the sliding window (DESIGN 4)
+        # GroupQueryAttention needs max_length >= the sliding window (docs/reference.md, Stack and pitfalls)
         self.max_length = max_length or limit
         self.cache_len = self.max_length
         self.reset()

@@ -43,7 +43,10 @@ def perplexity(logits: np.ndarray, token_ids: Sequence[int]) -> float:
 
 def kl_divergence(ref_logits: np.ndarray, art_logits: np.ndarray) -> np.ndarray:
     """KL(p_ref || p_art) per row, in nats. Terms with p_ref = 0 contribute 0."""
-    lp_ref, lp_art = log_softmax(ref_logits), log_softmax(art_logits)
+    return _kl_from_log_probs(log_softmax(ref_logits), log_softmax(art_logits))
+
+
+def _kl_from_log_probs(lp_ref: np.ndarray, lp_art: np.ndarray) -> np.ndarray:
     p_ref = np.exp(lp_ref)
     with np.errstate(invalid="ignore"):
         terms = np.where(p_ref > 0, p_ref * (lp_ref - lp_art), 0.0)
@@ -64,16 +67,14 @@ def parity_metrics(ref_logits: np.ndarray, art_logits: np.ndarray,
     n = ref_logits.shape[0]
     kld, dp_top, dp_next = np.empty(n), np.empty(n), np.empty(max(n - 1, 0))
     nll_ref, nll_art = np.empty(max(n - 1, 0)), np.empty(max(n - 1, 0))
-    agree, max_delta = 0, 0.0
+    agree, max_delta, nonfinite = 0, 0.0, 0
     for lo in range(0, n, chunk):
         hi = min(lo + chunk, n)
         ref = np.asarray(ref_logits[lo:hi], dtype=np.float64)
         art = np.asarray(art_logits[lo:hi], dtype=np.float64)
         lp_ref, lp_art = log_softmax(ref), log_softmax(art)
         p_ref, p_art = np.exp(lp_ref), np.exp(lp_art)
-        with np.errstate(invalid="ignore"):
-            terms = np.where(p_ref > 0, p_ref * (lp_ref - lp_art), 0.0)
-        kld[lo:hi] = np.maximum(terms.sum(axis=-1), 0.0)
+        kld[lo:hi] = _kl_from_log_probs(lp_ref, lp_art)
         rows = np.arange(hi - lo)
         top = ref.argmax(-1)
         agree += int((art.argmax(-1) == top).sum())
@@ -83,7 +84,9 @@ def parity_metrics(ref_logits: np.ndarray, art_logits: np.ndarray,
         dp_next[lo:lo + nxt.size] = p_art[nxt, targets] - p_ref[nxt, targets]
         nll_ref[lo:lo + nxt.size] = -lp_ref[nxt, targets]
         nll_art[lo:lo + nxt.size] = -lp_art[nxt, targets]
-        finite = np.isfinite(ref) & np.isfinite(art)
+        broken = ~np.isfinite(art)
+        nonfinite += int(broken.sum())
+        finite = np.isfinite(ref) & ~broken
         if finite.any():
             max_delta = max(max_delta, float(np.abs(ref - art)[finite].max()))
     ppl_ref, ppl_art = float(np.exp(nll_ref.mean())), float(np.exp(nll_art.mean()))
@@ -101,7 +104,9 @@ def parity_metrics(ref_logits: np.ndarray, art_logits: np.ndarray,
         "ppl_reference": ppl_ref,
         "ppl_artifact": ppl_art,
         "ppl_ratio": ppl_art / ppl_ref,
-        "max_abs_delta_logit": max_delta,
+        # a NaN or Inf logit is no small difference: it fails every gate (gates.py)
+        "max_abs_delta_logit": max_delta if not nonfinite else float("inf"),
+        "nonfinite_logits": nonfinite,
         "kld_per_position": [float(f"{k:.4g}") for k in kld],
     }
 
