@@ -13,8 +13,15 @@ START_OF_TURN = "<start_of_turn>"
 END_OF_TURN = "<end_of_turn>"
 
 
+def message_text(content: str | Iterable[Mapping[str, str]]) -> str:
+    """A message's text: a string, or the text parts of a list of typed parts."""
+    if isinstance(content, str):
+        return content
+    return "".join(part["text"] for part in content if part.get("type") == "text")
+
+
 def format_chat(
-    messages: Iterable[Mapping[str, str]],
+    messages: Iterable[Mapping[str, object]],
     *,
     bos_token: str = "<bos>",
     add_generation_prompt: bool = True,
@@ -23,7 +30,7 @@ def format_chat(
     parts = [bos_token]
     system = ""
     for message in messages:
-        role, content = message["role"], message["content"].strip()
+        role, content = message["role"], message_text(message["content"]).strip()
         if role == "system":
             system = content
             continue

@@ -19,12 +19,17 @@ from foundation.errors import SourceError
 # system role. Kept in sync with foundation.chat.format_chat (a test checks).
 GEMMA_CHAT_TEMPLATE = (
     "{{ bos_token }}"
-    "{% set ns = namespace(system='') %}"
+    "{% set ns = namespace(system='', text='') %}"
     "{% for message in messages %}"
-    "{% if message['role'] == 'system' %}{% set ns.system = message['content'] | trim %}"
+    # content is a string, or (LiteRT-LM's gemma3 requests) a list of typed parts
+    "{% if message['content'] is string %}{% set ns.text = message['content'] %}"
+    "{% else %}{% set ns.text = '' %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'text' %}{% set ns.text = ns.text + part['text'] %}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "{% if message['role'] == 'system' %}{% set ns.system = ns.text | trim %}"
     "{% else %}"
     "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
-    "{% set content = message['content'] | trim %}"
+    "{% set content = ns.text | trim %}"
     "{% if ns.system and role == 'user' %}"
     "{% set content = ns.system + '\\n\\n' + content %}{% set ns.system = '' %}"
     "{% endif %}"

@@ -74,6 +74,22 @@ def test_python_chat_format_equals_the_jinja_template(tiny, messages, gen):
     assert rendered == format_chat(messages, add_generation_prompt=gen)
 
 
+_part = st.one_of(st.fixed_dictionaries({"type": st.just("text"), "text": _text}),
+                  st.fixed_dictionaries({"type": st.just("image")}))
+_typed_message = st.fixed_dictionaries(  # how LiteRT-LM hands gemma3 messages to the template
+    {"role": st.sampled_from(["system", "user", "assistant"]),
+     "content": st.lists(_part, max_size=3)})
+
+
+@settings(max_examples=40, deadline=None)
+@given(messages=st.lists(st.one_of(_message, _typed_message), min_size=1, max_size=5))
+def test_typed_content_parts_render_as_their_text(tiny, messages):
+    tok = tiny("gemma3_text").tokenizer
+    rendered = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert rendered == format_chat(messages)
+    assert "'type'" not in rendered
+
+
 def test_chat_format_shape():
     text = format_chat([{"role": "system", "content": "Be brief."},
                         {"role": "user", "content": "Hi"},
