@@ -1,8 +1,9 @@
 """Quantization on the real Gemma 3 270M: what only a trained model shows.
 
-Measured on this machine (ONNX, 512 held-out tokens): int8 (RTN, block 32) KLD 0.00063, top-1
-98.4 %; int8-calibrated KLD 0.00044, top-1 98.2 %; int4-block32 (RTN) KLD 0.42;
-int4-calibrated (GPTQ) KLD 0.24 at the same size.
+Measured on this machine (ONNX, 512 held-out tokens, 2026-11-27): int8 (RTN, block 32) KLD
+0.00063, top-1 98.4 %; int8-calibrated KLD 0.00044, top-1 98.2 %; int4-block32 (RTN) KLD 0.42;
+int4-calibrated (GPTQ) KLD 0.24 at the same size. The int8 gates are asserted over every
+held-out token we ship (tests/heldout.py), where their top-1 margin is several standard errors.
 """
 
 import json
@@ -11,6 +12,8 @@ import sys
 
 import numpy as np
 import pytest
+
+from tests.heldout import int8_gates, pooled_metrics
 
 pytestmark = pytest.mark.real
 
@@ -52,9 +55,16 @@ def _metrics(artifact, reference_logits):
 
 
 @pytest.mark.parametrize("recipe", ["int8", "int8-calibrated"])
-def test_int8_weight_only_meets_the_int8_targets(quantized, reference_logits, recipe):
-    m = _metrics(quantized[recipe], reference_logits)
-    assert m["kld_mean"] <= 0.005 and m["top1_agreement"] >= 0.97, m
+def test_int8_weight_only_meets_the_int8_targets(quantized, real_reference_windows, recipe):
+    from runtime_check.onnx_runner import OnnxRunner
+
+    m = pooled_metrics(OnnxRunner(quantized[recipe], threads=2), real_reference_windows)
+    print(f"\nonnx-{recipe}: {m['tokens']} tokens, KLD {m['kld_mean']:.5f}, "
+          f"top-1 {m['top1_agreement']:.2%} (s.e. {m['top1_se']:.2%})")
+    gates = int8_gates()
+    assert m["tokens"] >= 1700
+    assert m["kld_mean"] <= gates["kld_mean"]["max"] and \
+        m["top1_agreement"] >= gates["top1_agreement"]["min"], m
 
 
 def test_calibrated_int4_beats_round_to_nearest_at_the_same_size(quantized, reference_logits):
