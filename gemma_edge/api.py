@@ -55,16 +55,21 @@ def export(source: str, out: str | Path, *, formats: Iterable[str] = ("onnx", "t
     return manifests
 
 
-def quantize_jobs(exports: Sequence[str | Path], recipes: Iterable[str], *,
+def quantize_jobs(exports: str | Path | Sequence[str | Path], recipes: str | Iterable[str], *,
                   out: str | Path | None = None) -> list[tuple[Path, str, str, Path]]:
     """(export dir, format, recipe, output dir) per job, every name checked. A recipe
     written FORMAT=NAME applies to that format's export only."""
     from foundation.artifacts import require_manifest
     from quantization.recipes import get_recipe
 
-    exports = [Path(e) for e in exports]
+    exports = [Path(e) for e in ([exports] if isinstance(exports, (str, Path)) else exports)]
+    recipes = [recipes] if isinstance(recipes, str) else recipes
     manifests = [require_manifest(e, "export", "`gemma-edge export`") for e in exports]
     formats = [m.get("format", "?") for m in manifests]
+    for export_dir, manifest in zip(exports, manifests, strict=True):
+        if manifest.get("stage") != "export":
+            raise GemmaEdgeError(f"{export_dir} is not a float export (it is a "
+                                 f"{manifest.get('stage')} output)", "quantize an fp32 export")
     if len(exports) > 1 and out:
         raise GemmaEdgeError("--out takes one export directory", "leave --out away: outputs go "
                              "next to each export as <format>-<recipe>")
@@ -89,7 +94,7 @@ def quantize_jobs(exports: Sequence[str | Path], recipes: Iterable[str], *,
     return result
 
 
-def quantize(exports: Sequence[str | Path], recipes: Iterable[str], *,
+def quantize(exports: str | Path | Sequence[str | Path], recipes: str | Iterable[str], *,
              out: str | Path | None = None, calibration: str | None = None,
              overwrite: bool = False, progress: bool = True) -> dict[str, dict[str, Any]]:
     """Quantize fp32 exports of one model with each recipe; one model load and one
