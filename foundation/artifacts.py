@@ -109,7 +109,13 @@ def _alive(pid: int) -> bool:
 def atomic_output_dir(target: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary directory that becomes `target` only if the block succeeds; on
     failure nothing is left, not even the parent directories it had to create."""
+    from foundation.errors import GemmaEdgeError
+
     target = Path(target)
+    blocking = next((p for p in (target, *target.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise GemmaEdgeError(f"cannot write {target}: {blocking} is a file",
+                             "choose an output directory that is not a file")
     created = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(target)

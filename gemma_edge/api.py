@@ -41,6 +41,8 @@ def export(source: str, out: str | Path, *, formats: Iterable[str] = ("onnx", "t
     if options.get("rotate") and options.get("head_block"):
         raise GemmaEdgeError("--rotate and --head-block do not combine",
                              "use one of them (--rotate is the more accurate)")
+    if Path(out).exists() and not Path(out).is_dir():
+        raise GemmaEdgeError(f"--out {out} is a file", "pass a directory (it is created if missing)")
     for fmt in names:  # refuse before the (slow) model load, not after it
         if (Path(out) / fmt).exists() and not overwrite:
             raise GemmaEdgeError(f"{Path(out) / fmt} already exists",
@@ -199,11 +201,20 @@ def run(source: str, prompt: str, *, max_new_tokens: int = 64, chat: bool | None
 
 
 def _run_package(package_dir, prompt, max_new_tokens, chat, threads, on_piece) -> dict[str, Any]:
-    from runtime_check.engines import open_engine
+    from foundation.chat import format_chat
+    from runtime_check.engines import open_engine, package_context
 
     engine = open_engine(package_dir, threads=threads or 2)
     if chat is None:
         chat = engine.manifest["inputs"].get("variant") == "it"
+    room = package_context(package_dir, engine.manifest)
+    text = format_chat([{"role": "user", "content": prompt}], bos_token="") if chat else prompt
+    used = len(engine.tokenize(text)) + 1  # + BOS
+    if used + max_new_tokens > room:
+        engine.close()
+        raise GemmaEdgeError(f"{used} prompt tokens + {max_new_tokens} new tokens do not fit the "
+                             f"package's context of {room}",
+                             f"use --max-new-tokens {max(room - used, 1)} or less")
     pieces = []
     try:
         for piece in engine.generate(prompt, max_new_tokens, chat=chat):

@@ -154,7 +154,13 @@ def benchmark(package_dir: str | Path, *, prefill_tokens: int = 128, decode_toke
     """Engine-reported TTFT and tokens/s, in a child process (its peak RSS is the engine's)."""
     from foundation.integrity import verify_package
 
-    verify_package(package_dir)
+    manifest = verify_package(package_dir)
+    room = package_context(package_dir, manifest)
+    if prefill_tokens + decode_tokens > room:
+        raise GemmaEdgeError(f"--prefill-tokens {prefill_tokens} + --decode-tokens {decode_tokens} "
+                             f"do not fit the package's context of {room} tokens",
+                             f"ask for {room} tokens or fewer in all, e.g. --prefill-tokens "
+                             f"{max(room // 2, 1)} --decode-tokens {max(room // 4, 1)}")
     spec = json.dumps({"package": str(package_dir), "prefill": prefill_tokens,
                        "decode": decode_tokens, "threads": threads, "prompt": prompt})
     proc = subprocess.run([sys.executable, "-m", "runtime_check.engines", spec],
@@ -162,7 +168,19 @@ def benchmark(package_dir: str | Path, *, prefill_tokens: int = 128, decode_toke
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise GemmaEdgeError(f"benchmark of {package_dir} failed: {tail}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    if not result.get("decode_tokens"):  # never report 0 tok/s as a measurement
+        raise GemmaEdgeError(f"the engine decoded no tokens in the benchmark of {package_dir}",
+                             "ask for fewer prefill tokens (the prompt may fill the context)")
+    return result
+
+
+def package_context(package_dir: str | Path, manifest: dict) -> int:
+    """How many tokens (prompt + generated) the package's engine holds."""
+    if manifest.get("package") == "onnx-bundle":
+        config = json.loads((Path(package_dir) / "genai_config.json").read_text())
+        return int(config["search"]["max_length"])
+    return int(manifest.get("graph", {}).get("cache_length") or 1024)
 
 
 def genai_timing(runner, ids: list[int], decode: int) -> dict[str, Any]:
