@@ -69,13 +69,25 @@ def plain_name(name: str, where: Path) -> str:
     return name
 
 
+ARTIFACT_STAGES = ("export", "quantize")  # what check, quantize and package take
+
+
 def verify_artifact(directory: str | Path, what: str = "artifact",
-                    made_by: str = "gemma-edge export or quantize") -> dict[str, Any]:
+                    made_by: str = "gemma-edge export or quantize",
+                    stages: tuple[str, ...] = ARTIFACT_STAGES) -> dict[str, Any]:
     """The manifest, after every file was checked against it (GemmaEdgeError, exit 2, if not)."""
     root = Path(directory)
     manifest = require_manifest(root, what, made_by)
     fix = f"make the {what} again with {made_by}"
+    if manifest.get("stage") not in stages:
+        raise GemmaEdgeError(f"{root} is a gemma-edge {manifest.get('stage')} output, not "
+                             f"{'an' if what[0] in 'aeiou' else 'a'} {what}",
+                             f"pass a directory written by {made_by}")
     listed = manifest["files"]
+    model = manifest.get("model_file")
+    if model is not None and (not isinstance(model, str) or model not in listed):
+        raise GemmaEdgeError(f"{root / MANIFEST_NAME} names model_file {model!r}, which it does "
+                             "not list as one of its files", fix)
     real_root = root.resolve()
     for name, entry in listed.items():
         file = root / plain_name(name, root)
@@ -118,8 +130,4 @@ def refuse_overlap(out: str | Path, *inputs: str | Path) -> None:
 def verify_package(path: str | Path) -> dict:
     """The package's manifest, after checking every listed file's sha256 (exit 2 if not)."""
     path = Path(path)
-    manifest = verify_artifact(path, "package", "`gemma-edge package`")
-    if manifest.get("stage") != "package":
-        raise GemmaEdgeError(f"{path} is an {manifest.get('stage')} artifact, not a package",
-                             f"run: gemma-edge package {path} --as litertlm|onnx-bundle")
-    return manifest
+    return verify_artifact(path, "package", "`gemma-edge package`", stages=("package",))

@@ -129,6 +129,7 @@ def source_identity(spec: str) -> str:
         return tiny_identity(get_family(spec.split(":", 1)[1]))
     path = Path(spec).expanduser()
     if path.is_dir():
+        checked_checkpoint(path)
         return sha256_files(_checkpoint_files(path), path)
     if path.is_file() and path.suffix.lower() == ".gguf":
         return sha256_file(path)
@@ -187,18 +188,17 @@ def _load_gguf(spec: str, path: Path, *, path_sha: str) -> ReferenceModel:
     return ref
 
 
-def _load_hf_dir(spec: str, path: Path, *, identity: str | None = None) -> ReferenceModel:
-    import torch
-    import transformers
-
+def checked_checkpoint(path: Path) -> tuple[Path, Family, list[Path]]:
+    """What a checkpoint dir must be before anything loads from it (config, family, only
+    safetensors weights, never a pickle); the build's plan runs it too."""
     config_file = path / "config.json"
     if not config_file.is_file():
         raise SourceError(f"{path} has no config.json", "pass a Hugging Face checkpoint directory "
                           "(config.json, *.safetensors, tokenizer files)")
     try:
-        config = json.loads(config_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise SourceError(f"{config_file} is not valid JSON ({exc.msg} at line {exc.lineno})",
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SourceError(f"{config_file} is not valid UTF-8 JSON ({type(exc).__name__})",
                           "restore the checkpoint's config.json") from None
     if not isinstance(config, dict):
         raise SourceError(f"{config_file} is not a JSON object", "restore the checkpoint's config.json")
@@ -214,6 +214,14 @@ def _load_hf_dir(spec: str, path: Path, *, identity: str | None = None) -> Refer
                           "convert the checkpoint to safetensors (pytorch_model.bin is not loaded)")
     for weight_file in weights:
         check_safetensors(weight_file)
+    return config_file, family, weights
+
+
+def _load_hf_dir(spec: str, path: Path, *, identity: str | None = None) -> ReferenceModel:
+    import torch
+    import transformers
+
+    config_file, family, weights = checked_checkpoint(path)
     if not any((path / name).is_file() for name in ("tokenizer.json", "tokenizer.model")):
         raise SourceError(f"{path} has no tokenizer (tokenizer.json or tokenizer.model)",
                           "copy the tokenizer files of the checkpoint into the directory")

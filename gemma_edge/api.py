@@ -126,9 +126,11 @@ def check(artifact: str | Path, against: str, *, text: str | None = None, max_to
     from foundation.sources import load_source
     from foundation.texts import DEFAULT_EVAL_TEXT, load_text
     from runtime_check.check import check_artifact
+    from runtime_check.gates import load_gates
     from runtime_check.report import write_check_report
 
     body = load_text(text or DEFAULT_EVAL_TEXT)
+    load_gates(gates)  # a broken gates file fails before the work, not after it
     get_format(_format_of(artifact), f"artifact format in {artifact}")
     ref = ref or load_source(against)
     result = check_artifact(artifact, ref, text=body, max_tokens=max_tokens,
@@ -168,6 +170,10 @@ def run(source: str, prompt: str, *, max_new_tokens: int = 64, chat: bool | None
     its on-device engine); on_piece gets the text as it streams. Returns what was made."""
     if (Path(source) / "manifest.json").is_file():
         return _run_package(source, prompt, max_new_tokens, chat, threads, on_piece)
+    if Path(source).is_dir() and not (Path(source) / "config.json").is_file():
+        raise GemmaEdgeError(f"{source} is neither a package (no manifest.json) nor a "
+                             "checkpoint (no config.json)",
+                             "pass a package written by gemma-edge package, or a checkpoint dir")
     from foundation.sources import load_source
     from runtime_check.generation import stream_text
     from runtime_check.torch_runner import TorchRunner
@@ -227,6 +233,6 @@ def _run_package(package_dir, prompt, max_new_tokens, chat, threads, on_piece) -
 
 
 def _format_of(artifact: str | Path) -> str | None:
-    from foundation.artifacts import require_manifest
+    from foundation.integrity import verify_artifact
 
-    return require_manifest(artifact).get("format")
+    return verify_artifact(artifact).get("format")

@@ -84,6 +84,13 @@ class BuildSpec:
                    package=bool(data.get("package", True)), check=dict(data.get("check", {})),
                    export=dict(data.get("export", {})))
         spec.validate()
+        if spec.out.exists() and not spec.out.is_dir():
+            raise GemmaEdgeError(f"build spec {path}: out {spec.out} is a file",
+                                 "name a directory (it is created if missing)")
+        if spec.gates:
+            from runtime_check.gates import load_gates
+
+            load_gates(spec.gates)  # a broken gates file fails now, not after the exports
         return spec
 
     def validate(self) -> None:

@@ -74,7 +74,8 @@ def output_state(stage: Stage) -> tuple[str | None, str | None, str]:
             data = (stage.output / CHECK_REPORT).read_bytes()
             report = json.loads(data)
             return hashlib.sha256(data).hexdigest(), report.get("build_key"), ""
-        manifest = verify_artifact(stage.output)
+        manifest = verify_artifact(stage.output, stages=(
+            ("package",) if stage.action == "package" else ("export", "quantize")))
         recorded = manifest.get("tools") or {}
         if tool_versions(*recorded) != recorded:  # made by other versions than installed
             return content_hash(manifest), None, "made by other tool versions"
@@ -156,7 +157,8 @@ class ChildRun:
         lines = self.stderr.read().strip().splitlines()
         self.stderr.close()
         if self.proc.returncode:
-            raise GemmaEdgeError(f"build stage {self.names} failed: {(lines or ['no output'])[-1]}")
+            last = (lines or ["no output"])[-1].removeprefix("gemma-edge: error: ")
+            raise GemmaEdgeError(f"build stage {self.names} failed: {last}")
         return usage.ru_utime + usage.ru_stime
 
     def stop(self) -> None:

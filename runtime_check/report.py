@@ -41,6 +41,24 @@ def write_check_report(result: dict[str, Any], artifact: str | Path) -> Path:
     return target
 
 
+def verified_check(report: Path) -> dict[str, Any]:
+    """A check report, after its artifact was verified to hold exactly the files it checked:
+    a report never speaks for files changed after their check."""
+    from foundation.integrity import content_hash, verify_artifact
+
+    try:
+        result = json.loads(report.read_text(encoding="utf-8"))
+        checked = result["artifact_sha256"]
+    except (ValueError, TypeError, KeyError):
+        raise GemmaEdgeError(f"{report} is not a readable check report",
+                             f"run gemma-edge check {report.parent.parent} again") from None
+    if content_hash(verify_artifact(report.parent.parent)) != checked:
+        raise GemmaEdgeError(f"{report} is the check of other files than "
+                             f"{report.parent.parent} now holds",
+                             f"run gemma-edge check {report.parent.parent} again")
+    return result
+
+
 def build_report(build_dir: str | Path) -> tuple[Path, dict[str, Any]]:
     """BUILD_DIR/report.{json,html} comparing every checked artifact under BUILD_DIR."""
     build = Path(build_dir)
@@ -48,7 +66,7 @@ def build_report(build_dir: str | Path) -> tuple[Path, dict[str, Any]]:
     if not checks:
         raise GemmaEdgeError(f"no checked artifacts under {build}",
                              "run gemma-edge check on the artifacts first")
-    results = [json.loads(p.read_text()) for p in checks]
+    results = [verified_check(p) for p in checks]
     report = {"schema": REPORT_SCHEMA, "build": str(build), "generated": time.strftime(
         "%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "artifacts": results,
         "passed": all(r["passed"] for r in results)}
