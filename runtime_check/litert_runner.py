@@ -73,6 +73,9 @@ class LiteRTRunner:
         rows, i = [], 0
         while i < ids.size:
             size = self._chunk_size(ids.size - i)
+            if size == 0:  # the tail fits the cache but no padded signature does: step it
+                rows.extend(self.decode(int(t))[None, :] for t in ids[i:])
+                break
             chunk = ids[i:i + size]
             padded = np.zeros(size, dtype=np.int32)
             padded[: chunk.size] = chunk
@@ -81,12 +84,15 @@ class LiteRTRunner:
         return np.concatenate(rows, axis=0)
 
     def _chunk_size(self, remaining: int) -> int:
-        """Smallest signature that takes all remaining tokens, else the largest that fits."""
+        """Smallest signature that takes all remaining tokens, else the largest that fits;
+        0 when none fits padded but the tokens do (the cache's last slots)."""
         room = [t for t in self.prefill_lengths if self._pos + t <= self.cache_len]
         whole = [t for t in room if t >= remaining]
         if whole:
             return whole[0]
         partial = [t for t in room if t <= remaining]
+        if not partial and self._pos + remaining <= self.cache_len:
+            return 0
         if not partial:
             raise GemmaEdgeError(
                 f"context of {self._pos + remaining} tokens exceeds the KV cache of "

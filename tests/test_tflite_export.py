@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 from foundation.errors import GemmaEdgeError
@@ -86,3 +87,18 @@ def test_cli_exports_both_formats_with_defaults(tmp_path, capsys):
     assert manifest["graph"]["cache_length"] == 512
     assert manifest["graph"]["prefill_lengths"] == [32, 128, 512]
     assert (tmp_path / "onnx" / "model.onnx").is_file()
+
+
+def test_prefill_fills_the_last_slots_no_padded_signature_fits(exported):
+    """90 + 1 tokens in a 96-slot cache leave 5: no prefill signature fits them padded, so
+    they run as decode steps, with the logits a decode would give."""
+    out, _ = exported("gemma")
+    runner, stepped = LiteRTRunner(out), LiteRTRunner(out)
+    for r in (runner, stepped):
+        r.prefill(list(range(10, 100)))
+        r.decode(5)
+    tail = runner.prefill([7, 8, 9, 10, 11])
+    expect = np.stack([stepped.decode(t) for t in (7, 8, 9, 10, 11)])
+    assert tail.shape == expect.shape and np.abs(tail - expect).max() == 0.0
+    with pytest.raises(GemmaEdgeError, match="exceeds the KV cache"):
+        runner.prefill([1])
