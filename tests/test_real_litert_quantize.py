@@ -4,7 +4,7 @@ Two int8s: `int8-dynamic` (int8 activations at run time, XNNPACK's qd8 kernels; 
 one LiteRT-LM ships, rotated export) and `int8-calibrated` (float activations; the
 faithful one, which XNNPACK runs from fp32 copies of the weights: 4 GB and 15 tok/s in
 LiteRT-LM, so it is not the shipped default). Measured 2026-12-02 (bench/int8_top1_noise.py;
-docs/quantization.md, "How sure is a top-1"):
+docs/verification.md, "How sure is a top-1"):
 
     int8-calibrated   KLD 0.00103, top-1 98.32 % (s.e. 0.31 %), the same on XNNPACK and on
                       TFLite's builtin kernels: 4.3 s.e. above the 97 % gate.
@@ -15,7 +15,7 @@ docs/quantization.md, "How sure is a top-1"):
 So int8-calibrated is held to the gate as it stands; int8-dynamic is held to the KLD gate and
 to a top-1 that is not significantly below the bar (within two standard errors, the noise
 the gate data records), which no machine's kernels flip. Its top-1 margin is a known gap
-(docs/quantization.md): the error is spread over every layer (a per-layer sensitivity
+(docs/verification.md): the error is spread over every layer (a per-layer sensitivity
 sweep found no small set of FCs worth keeping float).
 """
 
