@@ -27,8 +27,12 @@ def test_real_onnx_export_manifest(real_onnx):
 def test_real_onnx_parity(real_ref, real_onnx, real_heldout_ids, prefill, decode):
     ids = real_heldout_ids[: prefill + decode]
     assert len(ids) == prefill + decode
+    # fp32 summation order (onnxruntime's MLAS vs torch) moves logits by 5e-5..8.8e-5 across
+    # the machines and days measured (2026-11-27: 5e-5..8e-5; 2026-12-02: 8.77e-5), so 1e-4
+    # sat within that spread; 2e-4 is 2.3x the largest seen, still 5x below the fp32 gate
+    # (1e-3), and the argmax equality below has 70x margin (smallest top-2 gap 0.0061)
     assert_teacher_forced_parity(OnnxRunner(real_onnx[0], threads=2), real_ref.model, ids,
-                                 prefill, atol=1e-4)
+                                 prefill, atol=2e-4)
 
 
 def test_real_onnx_greedy_64_tokens_identical(real_ref, real_onnx):
