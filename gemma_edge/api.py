@@ -69,6 +69,9 @@ def quantize_jobs(exports: str | Path | Sequence[str | Path], recipes: str | Ite
     manifests = [require_manifest(e, "export", "`gemma-edge export`") for e in exports]
     formats = [m.get("format", "?") for m in manifests]
     for export_dir, manifest in zip(exports, manifests, strict=True):
+        if manifest.get("stage") == "quantize":
+            raise GemmaEdgeError(f"{export_dir} is already quantized ({manifest.get('recipe')})",
+                                 "quantize the fp32 export instead")
         if manifest.get("stage") != "export":
             raise GemmaEdgeError(f"{export_dir} is not a float export (it is a "
                                  f"{manifest.get('stage')} output)", "quantize an fp32 export")
