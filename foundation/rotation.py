@@ -46,7 +46,7 @@ class Kron:
     size read 37 x 1.6 MB of float weights per decode step (+15 % LiteRT decode); these
     factors are 64 KB and 100 B. X b is a FULLY_CONNECTED; aᵀ (X b) one BATCH_MATMUL with
     a constant left operand (as transpose, FULLY_CONNECTED, transpose it was 112 more ops
-    per decode step of the 270M; the measured cost: README, "LiteRT: rotated weights")."""
+    per decode step of the 270M; the measured cost: docs/quantization.md, rotated weights)."""
 
     a: torch.Tensor | None
     b: torch.Tensor

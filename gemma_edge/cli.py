@@ -283,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rotate", action=argparse.BooleanOptionalAction, default=None,
                    help="tflite: rotate the weights' input spaces (orthogonal, seeded), so "
                         "LiteRT's per-row int8 weights and dynamic int8 activations lose "
-                        "far less (README, Quantization); same function in float. Default: "
+                        "far less (docs/quantization.md); same function in float. Default: "
                         "on, unless --head-block is given")
     p.add_argument("--variant", choices=("pt", "it"), help="override PT/IT detection")
 

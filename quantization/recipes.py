@@ -34,7 +34,7 @@ Why the choices (measured on the real 270M, see bench/quantize_matrix.py):
 - int4-all-calibrated's head: block 64. GPTQ, the 270M, 512 held-out tokens (head block:
   MiB, KLD, decode ms/step in onnxruntime): 32: 161, 0.339, 17.8; 64: 151, 0.322, 16.7;
   128: 146, 0.446, 15.7. The model builder's int4 (block 32): 224 MiB, 0.49 then; 0.42 in
-  the 2026-11-27 matrix run, where block 64 scored 0.31 (README table).
+  the 2026-11-27 matrix run, where block 64 scored 0.31 (docs/results.md).
 - int4 recipes keep the head at int8 block 128: the head is where 4-bit error lands in
   the logits directly (int4-all-block32 puts it at 4 bits, for comparison), and block 128
   keeps the int4 artifact at the size of the peers' int4.

@@ -23,7 +23,7 @@ log = logging.getLogger("gemma_edge")
 
 # top-1 minus top-2 logit of the reference below which a greedy step is a near-tie: int8
 # artifacts of the 270M move logits by 0.05-2, and its greedy paths on DEFAULT_PROMPTS have
-# gaps of 0.005 and 0.017 (README, Packages)
+# gaps of 0.005 and 0.017 (docs/results.md, greedy agreement)
 NEAR_TIE = 0.1
 DEFAULT_PROMPTS = (
     "The capital of France is",
