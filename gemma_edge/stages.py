@@ -29,13 +29,10 @@ from typing import Any
 from foundation.errors import GemmaEdgeError
 from foundation.formats import CHECK_REPORT
 
-ACTIONS = ("export", "quantize", "check", "package")
-
-
 @dataclass
 class Stage:
     name: str  # "export onnx", "quantize onnx-int8", "check onnx-int8", "package onnx-int8"
-    action: str  # one of ACTIONS
+    action: str  # export | quantize | check | package (_ACTION below runs each)
     output: Path  # the directory it writes (a check: ARTIFACT/check)
     needs: tuple[str, ...] = ()  # stages whose outputs it reads
     options: dict[str, Any] = field(default_factory=dict)  # all else that decides the output
