@@ -29,6 +29,7 @@ from typing import Any
 from foundation.errors import GemmaEdgeError
 from foundation.formats import CHECK_REPORT
 
+
 @dataclass
 class Stage:
     name: str  # "export onnx", "quantize onnx-int8", "check onnx-int8", "package onnx-int8"
