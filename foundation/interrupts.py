@@ -69,6 +69,12 @@ def install() -> None:
             _next_hook, sys.unraisablehook = sys.unraisablehook, _on_unraisable
 
 
+def interrupted() -> bool:
+    """Whether SIGINT arrived during this command (a library may have wrapped the
+    KeyboardInterrupt in its own exception on the way up)."""
+    return _received
+
+
 def raise_if_interrupted() -> None:
     """Raise KeyboardInterrupt if SIGINT arrived, even if its first raise was dropped."""
     if _received:

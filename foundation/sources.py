@@ -197,8 +197,11 @@ def checked_checkpoint(path: Path) -> tuple[Path, Family, list[Path]]:
                           "(config.json, *.safetensors, tokenizer files)")
     try:
         config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SourceError(f"{config_file} is not valid UTF-8 JSON ({type(exc).__name__})",
+    except json.JSONDecodeError as exc:
+        raise SourceError(f"{config_file} is not valid JSON ({exc.msg} at line {exc.lineno})",
+                          "restore the checkpoint's config.json") from None
+    except UnicodeDecodeError:
+        raise SourceError(f"{config_file} is not valid JSON (not UTF-8 text)",
                           "restore the checkpoint's config.json") from None
     if not isinstance(config, dict):
         raise SourceError(f"{config_file} is not a JSON object", "restore the checkpoint's config.json")

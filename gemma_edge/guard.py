@@ -50,13 +50,17 @@ def run_guarded(work: Callable[[], int | None], *, quiet: bool = False) -> int:
     interrupts.install()
     try:
         return work() or 0
-    except GemmaEdgeError as exc:
-        print(f"gemma-edge: error: {exc.one_line()}", file=sys.stderr)
-        return exc.exit_code
     except KeyboardInterrupt:
         print("gemma-edge: interrupted", file=sys.stderr)
         return 130
-    except Exception:  # a bug in gemma-edge: show everything
+    except Exception as exc:
+        if interrupts.interrupted():  # e.g. torch.onnx re-raises a Ctrl-C as its own error
+            print("gemma-edge: interrupted", file=sys.stderr)
+            return 130
+        if isinstance(exc, GemmaEdgeError):
+            print(f"gemma-edge: error: {exc.one_line()}", file=sys.stderr)
+            return exc.exit_code
+        # a bug in gemma-edge: show everything
         traceback.print_exc()
         print("gemma-edge: internal error (a bug; please report it with the traceback above)",
               file=sys.stderr)
