@@ -69,7 +69,7 @@ def export_onnx(ref: ReferenceModel, out_dir: str | Path, *, overwrite: bool = F
         graph = _finish_graph(tmp / MODEL_FILE)
         ref.tokenizer.save_pretrained(tmp)
         manifest = write_manifest(
-            tmp, stage="export", started=started, packages=("onnx", "onnxscript", "onnxruntime"),
+            tmp, stage="export", started=started, packages=FORMATS["onnx"].export_tools,
             inputs={"source": ref.spec, "source_sha256": ref.sha256, "family": ref.family.name,
                     "variant": ref.variant},
             extra={"format": "onnx", "recipe": "fp32", "model_file": MODEL_FILE,

@@ -113,7 +113,7 @@ def export_tflite(ref: ReferenceModel, out_dir: str | Path, *, overwrite: bool =
         ref.tokenizer.save_pretrained(tmp)
         manifest = write_manifest(
             tmp, stage="export", started=started,
-            packages=("litert-torch", "ai-edge-litert", "tensorflow-cpu"),
+            packages=FORMATS["tflite"].export_tools,
             inputs={"source": ref.spec, "source_sha256": ref.sha256, "family": ref.family.name,
                     "variant": ref.variant},
             extra={"format": "tflite", "recipe": "fp32", "model_file": MODEL_FILE,

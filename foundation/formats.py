@@ -29,6 +29,7 @@ class Format:
     package: str  # the package kind an app ships this format as
     export_options: tuple[str, ...] = ()  # CLI/spec options only this format's exporter takes
     tools: tuple[str, ...] = ()  # distributions whose versions its manifests record
+    export_tools: tuple[str, ...] = ()  # the converter's, recorded by its export
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,8 @@ FORMATS: MappingProxyType[str, Format] = MappingProxyType({
         exporter="exporter.onnx_export:export_onnx",
         quantizer="quantization.onnx_backend:quantize_onnx",
         runner="runtime_check.onnx_runner:OnnxRunner",
-        package="onnx-bundle", tools=("onnx", "onnxruntime")),
+        package="onnx-bundle", tools=("onnx", "onnxruntime"),
+        export_tools=("onnx", "onnxscript", "onnxruntime")),
     "tflite": Format(
         name="tflite", model_file="model.tflite",
         exporter="exporter.tflite_export:export_tflite",
@@ -56,7 +58,8 @@ FORMATS: MappingProxyType[str, Format] = MappingProxyType({
         runner="runtime_check.litert_runner:LiteRTRunner",
         package="litertlm",
         export_options=("prefill_lengths", "cache_length", "head_block", "rotate"),
-        tools=("ai-edge-quantizer", "ai-edge-litert")),
+        tools=("ai-edge-quantizer", "ai-edge-litert"),
+        export_tools=("litert-torch", "ai-edge-litert", "tensorflow-cpu")),
 })
 
 PACKAGE_KINDS: MappingProxyType[str, PackageKind] = MappingProxyType({

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from foundation.errors import GemmaEdgeError
-from foundation.formats import CHECK_DIR, FORMATS
+from foundation.formats import CHECK_DIR, FORMATS, PACKAGE_KINDS
 from gemma_edge.build_spec import BuildSpec
 from gemma_edge.stages import ChildRun, Stage, output_state, run_stages, stage_key, timed
 
@@ -44,7 +44,7 @@ def plan(spec: BuildSpec) -> list[Stage]:
         if fmt == "tflite":
             options |= {"head_block": spec.head_block, "rotate": spec.rotate}
         exports.append(Stage(f"export {fmt}", "export", spec.out / fmt, (), options,
-                             ("torch", "transformers", *entry.tools, *_exporter_tools(fmt)),
+                             ("torch", "transformers", *entry.export_tools),
                              child=True, background=background and fmt == "tflite"))
         artifacts.append((fmt, exports[-1]))
         for recipe in spec.recipes.get(fmt, []):
@@ -74,12 +74,8 @@ def plan(spec: BuildSpec) -> list[Stage]:
                                 spec.out / "packages" / f"{name}.{fmt.package}",
                                 (producer.name, checks[name].name),
                                 {"kind": fmt.package, "artifact": str(producer.output)},
-                                ("litert-lm-builder",) if fmt.name == "tflite" else ("onnxruntime-genai",)))
+                                PACKAGE_KINDS[fmt.package].tools))
     return stages
-
-
-def _exporter_tools(fmt: str) -> tuple[str, ...]:
-    return ("litert-torch", "tensorflow-cpu") if fmt == "tflite" else ("onnxscript",)
 
 
 def _check_tools(fmt: str) -> tuple[str, ...]:
