@@ -22,6 +22,7 @@ from typing import Any
 
 from foundation.artifacts import atomic_output_dir, write_manifest
 from foundation.errors import GemmaEdgeError
+from foundation.families import implementation
 from foundation.formats import (
     CHECK_DIR,
     CHECK_REPORT,
@@ -149,7 +150,8 @@ def package(artifact: str | Path, out: str | Path, kind: str, *, overwrite: bool
     tokens = token_metadata(artifact, manifest["inputs"]["family"])
     check = _last_check(artifact, content_hash(manifest))
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
-        made = resolve(spec.builder)(artifact, tmp, manifest, tokens)
+        builder = implementation(manifest["inputs"].get("family"), f"{kind}.builder", spec.builder)
+        made = resolve(builder)(artifact, tmp, manifest, tokens)
         for name in (*TOKENIZER_FILES, "chat_template.jinja"):
             if (artifact / name).is_file():
                 shutil.copy2(artifact / name, tmp / name)

@@ -69,9 +69,17 @@ class Family:
     stop_tokens: tuple[str, ...] = ("<eos>", "<end_of_turn>")
     chat_template: str = GEMMA_CHAT_TEMPLATE
     tiny_config: Mapping[str, object] = field(default_factory=dict)
+    # Where a family's graphs are not the decoder-only text layout (a vision tower, recurrent
+    # state), it names its own implementations as "module:attr", keyed "<format>.<role>"
+    # (roles: exporter, quantizer, runner) or "<package kind>.<role>" (builder, engine).
+    # Stage code asks `implementation()`; anything not named here is the format's default.
+    implementations: Mapping[str, str] = field(default_factory=dict)
 
     def has(self, quirk: str) -> bool:
         return quirk in self.quirks
+
+    def implementation(self, key: str, default: str) -> str:
+        return self.implementations.get(key, default)
 
 
 FAMILIES: Mapping[str, Family] = MappingProxyType(
@@ -164,6 +172,12 @@ UNSUPPORTED: Mapping[str, str] = MappingProxyType(
 
 def _supported() -> str:
     return ", ".join(FAMILIES)
+
+
+def implementation(family: str | None, key: str, default: str) -> str:
+    """The "module:attr" that does `key` ("onnx.exporter", "litertlm.builder", ...) for the
+    family an artifact records; the format's default when the family names none."""
+    return FAMILIES[family].implementation(key, default) if family in FAMILIES else default
 
 
 def get_family(name: str) -> Family:

@@ -52,7 +52,8 @@ def export(source: str, out: str | Path, *, formats: Iterable[str] = ("onnx", "t
     for fmt in names:
         entry = FORMATS[fmt]
         own = {k: v for k, v in options.items() if k in entry.export_options and v is not None}
-        manifests[fmt] = resolve(entry.exporter)(ref, Path(out) / fmt, overwrite=overwrite,
+        exporter = ref.family.implementation(f"{fmt}.exporter", entry.exporter)
+        manifests[fmt] = resolve(exporter)(ref, Path(out) / fmt, overwrite=overwrite,
                                                  record=record, **own)
     return manifests
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from foundation.artifacts import atomic_output_dir, write_manifest
 from foundation.errors import GemmaEdgeError
+from foundation.families import implementation
 from foundation.formats import FORMATS, resolve
 from foundation.integrity import refuse_overlap, verify_artifact
 
@@ -70,7 +71,8 @@ def quantize_export(export_dir: str | Path, out_dir: str | Path, recipe_name: st
                                calibration_tokens=calibration_tokens, progress=progress,
                                head_parts=head_parts)
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
-        stats = resolve(form.quantizer)(export_dir, tmp, weights, recipe, keep_float=keep_float,
+        quantizer = implementation(inputs.get("family"), f"{fmt}.quantizer", form.quantizer)
+        stats = resolve(quantizer)(export_dir, tmp, weights, recipe, keep_float=keep_float,
                                         accuracy_level=onnx_accuracy_level)
         for name in _COPIED:
             if (export_dir / name).is_file():

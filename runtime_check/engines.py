@@ -21,6 +21,7 @@ from typing import Any
 
 from foundation.artifacts import cache_root
 from foundation.errors import GemmaEdgeError
+from foundation.families import implementation
 from foundation.formats import get_package_kind, resolve
 
 
@@ -30,7 +31,9 @@ def open_engine(package_dir: str | Path, *, threads: int = 2, max_tokens: int | 
     package_dir = Path(package_dir)
     manifest = verify_package(package_dir)
     kind = get_package_kind(manifest.get("package"))
-    engine = resolve(kind.engine)(package_dir, manifest, threads=threads, max_tokens=max_tokens)
+    engine_ref = implementation(manifest.get("inputs", {}).get("family"), f"{kind.name}.engine",
+                                kind.engine)
+    engine = resolve(engine_ref)(package_dir, manifest, threads=threads, max_tokens=max_tokens)
     verify_token_metadata(engine)
     return engine
 

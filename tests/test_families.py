@@ -96,3 +96,15 @@ def test_chat_format_shape():
                         {"role": "assistant", "content": "Hello."}])
     assert text == ("<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n"
                     "<start_of_turn>model\nHello.<end_of_turn>\n<start_of_turn>model\n")
+
+
+def test_family_implementations_default_to_the_format():
+    from foundation.families import FAMILIES, implementation
+
+    assert implementation("gemma3_text", "onnx.exporter", "a:b") == "a:b"
+    assert implementation(None, "onnx.runner", "c:d") == "c:d"  # an artifact with no family
+    for family in FAMILIES.values():  # every named implementation resolves to a callable
+        for key, ref in family.implementations.items():
+            from foundation.formats import resolve
+
+            assert callable(resolve(ref)), (family.name, key)
