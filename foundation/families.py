@@ -155,6 +155,44 @@ FAMILIES: Mapping[str, Family] = MappingProxyType(
                     ],
                 },
             ),
+            Family(  # Griffin: its state is graph I/O, not a growing KV cache (docs/recurrent.md)
+                name="recurrent_gemma",
+                title="RecurrentGemma",
+                covers=("RecurrentGemma 2B/9B",),
+                model_types=("recurrent_gemma",),
+                gguf_architectures=(),
+                causal_lm_class="RecurrentGemmaForCausalLM",
+                config_class="RecurrentGemmaConfig",
+                exports=("onnx",),
+                quirks=(
+                    "embedding_scaled_by_sqrt_hidden",
+                    "normalizer_rounded_to_bf16",
+                    "rmsnorm_one_plus_weight",
+                    "logits_soft_cap",
+                    "sliding_window",
+                    "partial_rotary",
+                    "rg_lru_recurrence",
+                    "conv1d_temporal",
+                ),
+                tiny_config={
+                    "hidden_size": 128,
+                    "lru_width": 128,
+                    "intermediate_size": 512,  # the MLP is intermediate_size // 2 wide
+                    "num_attention_heads": 4,
+                    "num_key_value_heads": 1,
+                    "num_hidden_layers": 3,
+                    "block_types": ["recurrent", "recurrent", "attention"],
+                    "attention_window_size": 8,
+                    "conv1d_width": 4,
+                    "logits_soft_cap": 30.0,
+                    "tie_word_embeddings": True,
+                },
+                implementations={
+                    "onnx.exporter": "exporter.recurrent_onnx:export_recurrent_onnx",
+                    "onnx.runner": "runtime_check.recurrent_runner:RecurrentOnnxRunner",
+                    "torch.runner": "runtime_check.recurrent_runner:RecurrentTorchRunner",
+                },
+            ),
         )
     }
 )
@@ -162,7 +200,6 @@ FAMILIES: Mapping[str, Family] = MappingProxyType(
 # Recognised, named in errors, not yet supported by any path.
 UNSUPPORTED: Mapping[str, str] = MappingProxyType(
     {
-        "recurrent_gemma": "RecurrentGemma",
         "paligemma": "PaliGemma",
         "gemma3": "Gemma 3 multimodal (incl. ShieldGemma 2)",
         "gemma3n": "Gemma 3n",

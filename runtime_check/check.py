@@ -54,8 +54,13 @@ def check_artifact(artifact: str | Path, ref: ReferenceModel, *, text: str,
     The text goes in as prefill `prefill_tokens`, `decode_tokens` decode steps, then the
     rest as a prefill at that offset: both entry points and the cache between them, at
     a third of the time of decoding everything (decode is one token per model call)."""
+    from foundation.families import implementation
+    from foundation.formats import resolve
     from runtime_check.open_runner import open_runner
-    from runtime_check.torch_runner import TorchRunner
+
+    # the family's reference runner: the default, or its own (RecurrentGemma's state)
+    TorchRunner = resolve(implementation(ref.family.name, "torch.runner",  # noqa: N806
+                                         "runtime_check.torch_runner:TorchRunner"))
 
     artifact = Path(artifact)
     manifest = verify_artifact(artifact)  # never certify weights other than the manifest's

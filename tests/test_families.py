@@ -47,7 +47,7 @@ def test_lookup_by_model_type_and_gguf_arch():
 
 @pytest.mark.parametrize("model_type,expect", [
     ("llama", "not a Gemma model"),
-    ("recurrent_gemma", "RecurrentGemma"),
+    ("gemma3n", "Gemma 3n"),
     ("paligemma", "PaliGemma"),
 ])
 def test_unknown_and_unsupported_architectures_are_named(model_type, expect):
