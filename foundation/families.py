@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from foundation.errors import SourceError
+from foundation.vision_families import VISION_FAMILIES
 
 # One turn format serves Gemma 1, 2 and 3 (and CodeGemma IT). A system message is
 # folded into the first user turn, as Gemma 3's own template does; Gemma has no
@@ -74,6 +75,12 @@ class Family:
     # (roles: exporter, quantizer, runner) or "<package kind>.<role>" (builder, engine).
     # Stage code asks `implementation()`; anything not named here is the format's default.
     implementations: Mapping[str, str] = field(default_factory=dict)
+    # Code models' fill-in-the-middle tokens (prefix, suffix, middle, file_separator); used
+    # by `run --fim-prefix/--fim-suffix` when the source's tokenizer has them (CodeGemma).
+    fim: Mapping[str, str] = field(default_factory=dict)
+    # Vision-language families: image tokens, attention over the image, preprocessing and
+    # where the language model sits (docs/vision.md); empty for text-only families.
+    vision: Mapping[str, object] = field(default_factory=dict)
 
     def has(self, quirk: str) -> bool:
         return quirk in self.quirks
@@ -96,6 +103,11 @@ FAMILIES: Mapping[str, Family] = MappingProxyType(
                 config_class="GemmaConfig",
                 exports=("tflite", "onnx"),
                 quirks=("embedding_scaled_by_sqrt_hidden", "rmsnorm_one_plus_weight"),
+                # CodeGemma ends an infill or a file with <|file_separator|>: a stop token
+                # wherever the tokenizer has it (packages of code models too)
+                stop_tokens=("<eos>", "<end_of_turn>", "<|file_separator|>"),
+                fim={"prefix": "<|fim_prefix|>", "suffix": "<|fim_suffix|>",
+                     "middle": "<|fim_middle|>", "file_separator": "<|file_separator|>"},
                 tiny_config={**_TINY_COMMON, "num_hidden_layers": 2},
             ),
             Family(
@@ -193,6 +205,7 @@ FAMILIES: Mapping[str, Family] = MappingProxyType(
                     "torch.runner": "runtime_check.recurrent_runner:RecurrentTorchRunner",
                 },
             ),
+            *(Family(**entry) for entry in VISION_FAMILIES),
         )
     }
 )
@@ -200,8 +213,6 @@ FAMILIES: Mapping[str, Family] = MappingProxyType(
 # Recognised, named in errors, not yet supported by any path.
 UNSUPPORTED: Mapping[str, str] = MappingProxyType(
     {
-        "paligemma": "PaliGemma",
-        "gemma3": "Gemma 3 multimodal (incl. ShieldGemma 2)",
         "gemma3n": "Gemma 3n",
     }
 )

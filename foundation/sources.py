@@ -169,6 +169,8 @@ def _load_tiny(spec: str) -> ReferenceModel:
     from foundation.tiny import build_tiny, tiny_identity
 
     family = get_family(spec.split(":", 1)[1])
+    if family.vision:
+        from foundation.vision_tiny import build_tiny_vision as build_tiny
     model, tokenizer = build_tiny(family)
     return ReferenceModel(spec=spec, kind="tiny", family=family, model=model,
                           tokenizer=tokenizer, variant="pt", sha256=tiny_identity(family),

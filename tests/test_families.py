@@ -48,7 +48,7 @@ def test_lookup_by_model_type_and_gguf_arch():
 @pytest.mark.parametrize("model_type,expect", [
     ("llama", "not a Gemma model"),
     ("gemma3n", "Gemma 3n"),
-    ("paligemma", "PaliGemma"),
+    ("gemma3n", "Gemma 3n"),
 ])
 def test_unknown_and_unsupported_architectures_are_named(model_type, expect):
     with pytest.raises(SourceError, match=expect) as info:
