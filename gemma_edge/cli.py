@@ -9,14 +9,26 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from foundation.errors import EXIT_GATE, EXIT_OK, EXIT_USAGE, GateFailedError
+from foundation.errors import EXIT_OK, EXIT_USAGE
 from foundation.formats import FORMATS, PACKAGE_KINDS
 from foundation.texts import DEFAULT_EVAL_TEXT
 from gemma_edge import __version__
+from gemma_edge.cli_commands import (
+    _cmd_bench,
+    _cmd_build,
+    _cmd_check,
+    _cmd_export,
+    _cmd_package,
+    _cmd_quantize,
+    _cmd_report,
+)
 from gemma_edge.guard import run_guarded
+from gemma_edge.serve import cmd_serve
 
 log = logging.getLogger("gemma_edge")
 
+ADAPTER_HELP = ("a PEFT LoRA adapter dir (adapter_config.json + adapter_model.safetensors), "
+                "merged into SOURCE's weights")
 SOURCE_HELP = ("model: a Hugging Face checkpoint dir, a .gguf file, builtin:gemma3-270m, "
                "or tiny:<family>")
 
@@ -44,6 +56,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
     def show(piece: str) -> None:
         print(piece, end="", flush=True)
 
+    from foundation.errors import GemmaEdgeError
+
+    if args.fim_prefix is not None or args.fim_suffix is not None:  # a code model's infill
+        from gemma_edge.api import run_fim
+
+        if args.prompt is not None:
+            raise GemmaEdgeError("--prompt and --fim-prefix/--fim-suffix do not combine",
+                                 "pass either a prompt or the code around the gap")
+        result = run_fim(args.source, args.fim_prefix or "", args.fim_suffix or "",
+                         max_new_tokens=args.max_new_tokens, variant=args.variant,
+                         threads=args.threads, on_piece=None if args.json else show)
+        print(json.dumps(result, indent=2) if args.json else "")
+        return EXIT_OK
+    if args.prompt is None:
+        raise GemmaEdgeError("the following arguments are required: --prompt",
+                             "pass --prompt TEXT (or --fim-prefix/--fim-suffix for a code model)")
     result = run(args.source, args.prompt, max_new_tokens=args.max_new_tokens,
                  chat={"auto": None, "on": True, "off": False}[args.chat], variant=args.variant,
                  threads=args.threads, on_piece=None if args.json else show)
@@ -86,152 +114,6 @@ def _positive(text: str) -> int:
     return value
 
 
-def _cmd_export(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from gemma_edge.api import export
-
-    manifests = export(args.source, args.out, formats=args.format.split(","),
-                       overwrite=args.overwrite, variant=args.variant,
-                       prefill_lengths=args.prefill_lengths, cache_length=args.cache_length,
-                       head_block=args.head_block, rotate=args.rotate)
-    results = {}
-    for fmt, manifest in manifests.items():
-        size = sum(f["bytes"] for f in manifest["files"].values())
-        results[fmt] = {"dir": str(Path(args.out) / fmt), "bytes": size,
-                        "wall_seconds": manifest["wall_seconds"],
-                        "peak_rss_bytes": manifest["peak_rss_bytes"]}
-        if not args.json:
-            print(f"{fmt}: {Path(args.out) / fmt}  {size / 2**20:.1f} MiB, "
-                  f"{manifest['wall_seconds']:.1f} s, process peak RSS "
-                  f"{manifest['peak_rss_bytes'] / 2**30:.2f} GiB")
-    if args.json:
-        print(json.dumps(results, indent=2))
-    return EXIT_OK
-
-
-def _cmd_quantize(args: argparse.Namespace) -> int:
-    from gemma_edge.api import quantize
-
-    made = quantize(args.export_dir, args.recipe.split(","), out=args.out,
-                    calibration=args.calibration, overwrite=args.overwrite, progress=not args.quiet)
-    results = {}
-    for out, result in made.items():
-        size = sum(f["bytes"] for f in result["files"].values())
-        name = result["recipe"] if len(args.export_dir) == 1 else f"{result['format']}-{result['recipe']}"
-        results[name] = {
-            "dir": str(out), "bytes": size, "wall_seconds": result["wall_seconds"],
-            "grids": {k: result["quantization"][k] for k in ("body", "head")}}
-        if not args.json:
-            q = result["quantization"]
-            print(f"{result['recipe']}: {out}  {size / 2**20:.1f} MiB, {result['wall_seconds']:.1f} s "
-                  f"(body {q['body']['grid']} {q['body']['method']}, head {q['head']['grid']} "
-                  f"{q['head']['method']}, activations {q['activations']})")
-    if args.json:
-        print(json.dumps(results, indent=2))
-    return EXIT_OK
-
-
-def _cmd_package(args: argparse.Namespace) -> int:
-    from gemma_edge.api import package, package_target
-
-    out = package_target(args.artifact, args.kind, args.out)
-    manifest = package(args.artifact, args.kind, out=out, overwrite=args.overwrite)
-    size = sum(f["bytes"] for f in manifest["files"].values())
-    summary = {"package": str(out), "kind": args.kind, "bytes": size,
-               "tokens": manifest["tokens"], "checked": manifest["check"] is not None}
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        stops = ", ".join(f"{t}={i}" for t, i in manifest["tokens"]["stop_tokens"].items())
-        print(f"{args.kind}: {out}  {size / 2**20:.1f} MiB  (BOS {manifest['tokens']['bos_token_id']}, "
-              f"stop {stops}{'' if manifest['check'] else '; not checked yet: run gemma-edge check'})")
-    return EXIT_OK
-
-
-def _cmd_bench(args: argparse.Namespace) -> int:
-    from runtime_check.engines import benchmark
-
-    result = benchmark(args.package, prefill_tokens=args.prefill_tokens,
-                       decode_tokens=args.decode_tokens, threads=args.threads)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(f"{result['engine']} ({result['threads']} threads): load {result['load_s']:.2f} s, "
-              f"TTFT {1000 * result['ttft_s']:.0f} ms for {result['prompt_tokens']} tokens, "
-              f"prefill {result['prefill_tps']:.1f} tok/s, decode {result['decode_tps']:.1f} tok/s, "
-              f"peak RSS {result['peak_rss_mib']:.0f} MiB")
-    return EXIT_OK
-
-
-def _cmd_build(args: argparse.Namespace) -> int:
-    from gemma_edge.build_spec import BuildSpec
-
-    if args.plan:
-        from gemma_edge.stage_graph import describe_plan
-
-        graph = describe_plan(BuildSpec.load(args.spec))
-        if args.json:
-            print(json.dumps(graph, indent=2))
-        else:
-            for row in graph["stages"]:
-                state = "up to date" if row["fresh"] else "to run"
-                print(f"{state:<10}  {row['name']}: {row['reason']}")
-        return EXIT_OK
-    from gemma_edge.api import build
-    from runtime_check.report import format_summary
-
-    summary = build(args.spec, progress=not args.quiet)
-    if args.json:
-        print(json.dumps({k: v for k, v in summary.items() if k != "report_data"}, indent=2))
-    else:
-        done = [s for s in summary["stages"] if not s["skipped"]]
-        print(f"build: {len(done)} stage(s) run, {len(summary['stages']) - len(done)} up to date, "
-              f"{summary['seconds']:.0f} s")
-        print(format_summary(summary["report_data"]["artifacts"]))
-        for pkg in summary["packages"]:
-            print(f"package: {pkg}")
-        print(f"report: {summary['report']}")
-    if not summary["passed"]:
-        failed = [a["name"] for a in summary["artifacts"] if not a["passed"]]
-        raise GateFailedError(f"gates failed for {', '.join(failed)}", f"see {summary['report']}")
-    return EXIT_OK
-
-
-def _cmd_check(args: argparse.Namespace) -> int:
-    from gemma_edge.api import check
-    from runtime_check.report import format_summary
-
-    result = check(args.artifact, args.against, text=args.text, max_tokens=args.max_tokens,
-                   greedy_tokens=args.greedy_tokens, gates=args.gates, threads=args.threads,
-                   latency=not args.no_latency)
-    if args.json:
-        print(json.dumps({k: v for k, v in result.items() if k != "metrics"} | {
-            "metrics": {k: v for k, v in result["metrics"].items() if k != "kld_per_position"}},
-            indent=2))
-    else:
-        print(format_summary([result]))
-        print(f"report: {result['report']}")
-    if not result["passed"]:
-        failed = [g["text"] for g in result["gates"] if not g["passed"]]
-        raise GateFailedError(f"{result['name']} failed {len(failed)} gate(s): "
-                              + "; ".join(failed), f"see {result['report']}")
-    return EXIT_OK
-
-
-def _cmd_report(args: argparse.Namespace) -> int:
-    from runtime_check.report import build_report, format_summary
-
-    html, report = build_report(args.build_dir)
-    if args.json:
-        print(json.dumps({"report": str(html), "passed": report["passed"],
-                          "artifacts": len(report["artifacts"])}, indent=2))
-    else:
-        print(format_summary(report["artifacts"]))
-        print(f"report: {html}")
-    return EXIT_OK if report["passed"] else EXIT_GATE
-
-
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="machine-readable output on stdout")
@@ -251,21 +133,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("info", _cmd_info, "describe a model: architecture, parameters, sizes, tokenizer")
     p.add_argument("source", metavar="SOURCE", help=SOURCE_HELP)
+    p.add_argument("--adapter", metavar="DIR", help=ADAPTER_HELP)
     p.add_argument("--variant", choices=("pt", "it"), help="override PT/IT detection")
 
     p = add("run", _cmd_run, "generate text greedily, streaming: with the PyTorch reference, "
                              "or with a package in its on-device engine")
     p.add_argument("source", metavar="SOURCE|PACKAGE", help=SOURCE_HELP + ", or a package directory")
-    p.add_argument("--prompt", required=True, type=_utf8,
-                   help="text to continue (IT models: a user turn)")
+    p.add_argument("--adapter", metavar="DIR", help=ADAPTER_HELP)
+    p.add_argument("--prompt", type=_utf8,
+                   help="text to continue (IT models: a user turn); required unless --fim-*")
     p.add_argument("--max-new-tokens", type=_positive, default=64)
     p.add_argument("--chat", choices=("auto", "on", "off"), default="auto",
                    help="wrap the prompt in the chat template (auto: for IT models)")
     p.add_argument("--variant", choices=("pt", "it"), help="override PT/IT detection")
     p.add_argument("--threads", type=_positive, default=None, help="CPU threads (default: all)")
+    p.add_argument("--fim-prefix", type=_utf8, metavar="TEXT",
+                   help="code models (CodeGemma): fill in the middle after this code")
+    p.add_argument("--fim-suffix", type=_utf8, metavar="TEXT",
+                   help="code models (CodeGemma): ... and before this code")
 
     p = add("export", _cmd_export, "export a float decoder graph with an explicit KV cache")
     p.add_argument("source", metavar="SOURCE", help=SOURCE_HELP)
+    p.add_argument("--adapter", metavar="DIR", help=ADAPTER_HELP)
     p.add_argument("--format", default="tflite,onnx",
                    help="comma-separated: " + ", ".join(FORMATS) + " (default: all)")
     p.add_argument("--out", required=True, help="build directory; writes OUT/<format>/")
@@ -318,10 +207,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decode-tokens", type=_positive, default=64)
     p.add_argument("--threads", type=_positive, default=2)
 
+    p = add("serve", cmd_serve, "serve a web package on localhost (COOP/COEP headers for "
+                                "onnxruntime-web threads); open the printed URL in a browser")
+    p.add_argument("package", metavar="WEB_PACKAGE", help="a `gemma-edge package --as web` output")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0: any free)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: localhost only)")
+
     p = add("check", _cmd_check, "verify an artifact against the PyTorch reference; "
                                  "exit 3 if a gate fails")
     p.add_argument("artifact", metavar="ARTIFACT", help="an export directory (tflite or onnx)")
     p.add_argument("--against", required=True, metavar="SOURCE", help=SOURCE_HELP)
+    p.add_argument("--adapter", metavar="DIR", help=ADAPTER_HELP + " (the reference: base + adapter)")
     p.add_argument("--text", default=DEFAULT_EVAL_TEXT,
                    help="held-out text: a UTF-8 file or builtin:<name>[+<name>...]")
     p.add_argument("--gates", default=None, help="gates JSON (default: the built-in gates)")
@@ -338,6 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plan", action="store_true",
                    help="print the stage graph (stages, dependencies, content keys, what would "
                         "run) without running it")
+    p.add_argument("--stage", metavar="NAME",
+                   help="run only this stage of the plan ('quantize onnx-int8' or "
+                        "quantize-onnx-int8), its inputs taken from the build dir or --store")
+    p.add_argument("--store", metavar="DIR",
+                   help="with --stage: where stage outputs are found and put, by content key "
+                        "(a directory CI carries between machines)")
 
     p = add("report", _cmd_report, "one comparison page for every checked artifact of a build")
     p.add_argument("build_dir", metavar="BUILD_DIR")
@@ -350,7 +252,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
-    return run_guarded(lambda: args.func(args), quiet=args.quiet)
+    return run_guarded(lambda: args.func(_with_adapter(args)), quiet=args.quiet)
+
+
+def _with_adapter(args: argparse.Namespace) -> argparse.Namespace:
+    """--adapter DIR rides in the source spec (BASE+adapter:DIR), so the stages that reload
+    a source from a manifest (quantize, check, build) reload the adapted model."""
+    if getattr(args, "adapter", None) is not None:
+        from pathlib import Path
+
+        from foundation.adapters import with_adapter
+        from foundation.errors import GemmaEdgeError
+
+        key = "against" if hasattr(args, "against") else "source"
+        if key == "source" and (Path(args.source) / "manifest.json").is_file():
+            raise GemmaEdgeError(f"{args.source} is a package: its weights are fixed",
+                                 "pass --adapter with the base model, or export the adapted "
+                                 "model and package that")
+        setattr(args, key, with_adapter(getattr(args, key), args.adapter))
+    return args
 
 
 def entry() -> None:

@@ -103,8 +103,10 @@ def describe_plan(spec: BuildSpec) -> dict[str, Any]:
     """The graph without running it: stages, dependencies, content keys where known now
     (a stage after a stale one gets its key only when that one has run)."""
     stages, contents, stale = plan(spec), {}, set()
-    rows = []
+    rows, level = [], {}
     for stage in stages:
+        # a CI matrix runs each level's stages side by side, after the levels before it
+        level[stage.name] = 1 + max((level[n] for n in stage.needs), default=-1)
         content, recorded, why = output_state(stage)
         known = all(n in contents for n in stage.needs)
         key = stage_key(stage, contents) if known else None
@@ -113,7 +115,7 @@ def describe_plan(spec: BuildSpec) -> dict[str, Any]:
             contents[stage.name] = content
         else:
             stale.add(stage.name)
-        rows.append({**stage.to_json(), "key": key, "fresh": fresh,
+        rows.append({**stage.to_json(), "level": level[stage.name], "key": key, "fresh": fresh,
                      "reason": "up to date" if fresh else _reason(stage, stale, known, recorded,
                                                                  key, why)})
     return {"source": spec.source, "out": str(spec.out), "stages": rows}

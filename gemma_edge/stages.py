@@ -51,12 +51,19 @@ class Stage:
                       "tools": tuple(data["tools"])})
 
 
+# Options that say where something is, not what it is: its content is in the key already
+# (an input stage's content hash, gates_sha256, text_sha256). Left out, the key is the same
+# in every working copy, so machines of a CI matrix agree on it.
+LOCATION_OPTIONS = ("export", "artifact", "gates", "text")
+
+
 def stage_key(stage: Stage, contents: dict[str, str]) -> str:
     """The content key: needs' content hashes + options + tool versions."""
     from foundation.artifacts import tool_versions
 
+    options = {k: v for k, v in stage.options.items() if k not in LOCATION_OPTIONS}
     payload = {"stage": stage.name, "inputs": {n: contents[n] for n in stage.needs},
-               "options": stage.options, "tools": tool_versions(*stage.tools)}
+               "options": options, "tools": tool_versions(*stage.tools)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
