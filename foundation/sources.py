@@ -49,6 +49,10 @@ class ReferenceModel:
     # results derived from this model that several stages of one process share, by kind
     # ("logits", "greedy", "calibration", "weight", "rotated"), then by key (see memoized)
     memo: dict[str, dict] = field(default_factory=dict, repr=False, compare=False)
+    # a LoRA adapter merged into `model` (foundation/adapters.py): its facts, and the
+    # unmerged PEFT model that checks compare against
+    adapter: dict | None = None
+    adapter_model: Any = field(default=None, repr=False, compare=False)
 
     def memoized(self, kind: str, key: tuple, compute, *, keep_one: bool = False):
         """`compute()` once per (kind, key): the reference logits and greedy runs every check of
@@ -87,10 +91,16 @@ class ReferenceModel:
         return list(self.tokenizer(text)["input_ids"])
 
 
-def load_source(spec: str, *, variant: str | None = None) -> ReferenceModel:
-    """Load `spec` as an fp32 reference model; SourceError (exit 2) for anything a user can fix."""
+def load_source(spec: str, *, variant: str | None = None,
+                adapter: str | None = None) -> ReferenceModel:
+    """Load `spec` as an fp32 reference model; SourceError (exit 2) for anything a user can fix.
+    `adapter` (or a spec BASE+adapter:DIR) is a PEFT LoRA adapter merged into the weights."""
+    from foundation.adapters import apply_adapter, read_adapter, split_adapter, with_adapter
+
     started = time.time()
-    spec = str(spec)
+    spec, adapter = split_adapter(with_adapter(spec, adapter))
+    if adapter is not None:
+        read_adapter(adapter)  # refuse a broken adapter before the (slow) model load
     if spec.startswith("builtin:"):
         ref = _load_builtin(spec)
     elif spec.startswith("tiny:"):
@@ -106,6 +116,8 @@ def load_source(spec: str, *, variant: str | None = None) -> ReferenceModel:
         else:
             raise SourceError(f"'{spec}' is neither a checkpoint directory nor a .gguf file",
                               _SOURCE_HELP)
+    if adapter is not None:
+        apply_adapter(ref, adapter)
     if variant is not None:
         if variant not in ("pt", "it"):
             raise SourceError(f"unknown variant '{variant}'", "use pt or it")
@@ -120,7 +132,11 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 def source_identity(spec: str) -> str:
     """The sha256 a source's artifacts record, without loading the model: what the build
     compares to decide whether an export is stale. load_source records the same value."""
-    spec = str(spec)
+    from foundation.adapters import adapter_identity, combined_identity, split_adapter
+
+    spec, adapter = split_adapter(str(spec))
+    if adapter is not None:
+        return combined_identity(source_identity(spec), adapter_identity(adapter))
     if spec.startswith("builtin:"):
         return _builtin_package(spec).EXPECTED_SHA256
     if spec.startswith("tiny:"):

@@ -22,8 +22,10 @@ log = logging.getLogger("gemma_edge")
 
 def export(source: str, out: str | Path, *, formats: Iterable[str] = ("onnx", "tflite"),
            overwrite: bool = False, variant: str | None = None, ref=None,
-           record: dict | None = None, **options: Any) -> dict[str, dict[str, Any]]:
+           record: dict | None = None, adapter: str | None = None,
+           **options: Any) -> dict[str, dict[str, Any]]:
     """Export SOURCE's float decoder to OUT/<format>/ for each format; returns the manifests.
+    `adapter`: a PEFT LoRA adapter dir merged into the weights first (foundation/adapters.py).
 
     options are format-specific (tflite: prefill_lengths, cache_length, head_block, rotate);
     each format receives only those its registry entry names."""
@@ -47,7 +49,7 @@ def export(source: str, out: str | Path, *, formats: Iterable[str] = ("onnx", "t
         if (Path(out) / fmt).exists() and not overwrite:
             raise GemmaEdgeError(f"{Path(out) / fmt} already exists",
                                  "pass --overwrite or choose another --out")
-    ref = ref or load_source(source, variant=variant)
+    ref = ref or load_source(source, variant=variant, adapter=adapter)
     manifests = {}
     for fmt in names:
         entry = FORMATS[fmt]
@@ -123,7 +125,8 @@ def quantize(exports: str | Path | Sequence[str | Path], recipes: str | Iterable
 
 def check(artifact: str | Path, against: str, *, text: str | None = None, max_tokens: int = 512,
           greedy_tokens: int = 32, gates: str | None = None, threads: int | None = 2,
-          latency: bool = True, ref=None, record: dict | None = None) -> dict[str, Any]:
+          latency: bool = True, ref=None, record: dict | None = None,
+          adapter: str | None = None) -> dict[str, Any]:
     """Verify ARTIFACT against the PyTorch reference; writes ARTIFACT/check/report.{json,html}
     and returns the result (result["passed"] says whether every gate passed). `record` is
     merged into the report (the build's freshness key)."""
@@ -136,7 +139,7 @@ def check(artifact: str | Path, against: str, *, text: str | None = None, max_to
     body = load_text(text or DEFAULT_EVAL_TEXT)
     load_gates(gates)  # a broken gates file fails before the work, not after it
     get_format(_format_of(artifact), f"artifact format in {artifact}")
-    ref = ref or load_source(against)
+    ref = ref or load_source(against, adapter=adapter)
     result = check_artifact(artifact, ref, text=body, max_tokens=max_tokens,
                             greedy_tokens=greedy_tokens, gates_file=gates, threads=threads,
                             latency=latency)
@@ -169,10 +172,14 @@ def build(spec: str | Path, *, progress: bool = True) -> dict[str, Any]:
 
 def run(source: str, prompt: str, *, max_new_tokens: int = 64, chat: bool | None = None,
         variant: str | None = None, threads: int | None = None,
-        on_piece: Callable[[str], None] | None = None) -> dict[str, Any]:
+        on_piece: Callable[[str], None] | None = None, adapter: str | None = None) -> dict[str, Any]:
     """Generate greedily from SOURCE (the PyTorch reference) or from a package directory (in
     its on-device engine); on_piece gets the text as it streams. Returns what was made."""
     if (Path(source) / "manifest.json").is_file():
+        if adapter is not None:
+            raise GemmaEdgeError(f"{source} is a package: its weights are fixed",
+                                 "pass --adapter with the base model, or export the adapted "
+                                 "model and package that")
         return _run_package(source, prompt, max_new_tokens, chat, threads, on_piece)
     if Path(source).is_dir() and not (Path(source) / "config.json").is_file():
         raise GemmaEdgeError(f"{source} is neither a package (no manifest.json) nor a "
@@ -182,7 +189,7 @@ def run(source: str, prompt: str, *, max_new_tokens: int = 64, chat: bool | None
     from runtime_check.generation import stream_text
     from runtime_check.torch_runner import TorchRunner
 
-    ref = load_source(source, variant=variant)
+    ref = load_source(source, variant=variant, adapter=adapter)
     prompt_ids = ref.encode(prompt, chat=chat)
     context = getattr(ref.config, "max_position_embeddings", None)
     if context and len(prompt_ids) + max_new_tokens > context:

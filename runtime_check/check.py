@@ -77,7 +77,8 @@ def check_artifact(artifact: str | Path, ref: ReferenceModel, *, text: str,
     steps = min(decode_tokens, len(ids) - split)
     log.info("parity over %d tokens (prefill %d, %d decode steps, then prefill %d)", len(ids),
              split, steps, len(ids) - split - steps)
-    reference = TorchRunner(ref.model, threads=threads)
+    # an adapted source: the unmerged PEFT model, so the merge itself is under test too
+    reference = TorchRunner(ref.adapter_model or ref.model, threads=threads)
     # the reference's side is the same for every artifact a build checks: computed once
     ref_logits = ref.memoized("logits", (tuple(ids), split, steps),
                               lambda: teacher_forced_logits(reference, ids, split, steps),
@@ -129,6 +130,7 @@ def check_artifact(artifact: str | Path, ref: ReferenceModel, *, text: str,
         "size_bytes": size,
         "source": ref.spec,
         "source_sha256": ref.sha256,
+        "adapter": ref.adapter,
         "notes": ref.notes,
         "text_tokens": len(ids),
         "prefill_tokens": split,
