@@ -12,12 +12,14 @@ install: $(STAMP)
 
 # torch first, exactly 2.13.0 (the local CPU wheel); then the project, editable, with extras.
 # Re-runs only when pyproject.toml changes, so a second `make install` takes no time.
-$(STAMP): pyproject.toml android_demo/package.json
+$(STAMP): pyproject.toml android_demo/package.json exporter/web/package.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[all]'
 	cd android_demo && npm install --silent --no-audit --no-fund
 	test -e /usr/share/java/junit4.jar || apt-get install -y -q junit4 || sudo apt-get install -y -q junit4
+	cd exporter/web && npm install --ignore-scripts --silent --no-audit --no-fund
+	test -x /usr/bin/chromium || apt-get install -y -q chromium || sudo apt-get install -y -q chromium
 	touch $(STAMP)
 
 # The main job on the built-in Gemma 3 270M: describe it, generate, then the CI build in

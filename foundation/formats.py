@@ -73,6 +73,12 @@ PACKAGE_KINDS: MappingProxyType[str, PackageKind] = MappingProxyType({
         builder="exporter.package:build_onnx_bundle",
         engine="runtime_check.engines:GenaiEngine",
         tools=("onnxruntime", "onnxruntime-genai")),
+    # transformers.js + onnxruntime-web (WASM) in a page (docs/web.md)
+    "web": PackageKind(
+        name="web", format="onnx", model_file="index.html",
+        builder="exporter.web_package:build_web",
+        engine="runtime_check.web_engine:WebEngine",
+        tools=("onnx",)),
 })
 
 
