@@ -217,6 +217,45 @@ def run(source: str, prompt: str, *, max_new_tokens: int = 64, chat: bool | None
             "decode_tokens_per_second": round(decode_tps, 2) if decode_tps else None}
 
 
+def run_fim(source: str, prefix: str, suffix: str, *, max_new_tokens: int = 64,
+            variant: str | None = None, threads: int | None = None,
+            on_piece: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Fill in the middle with a code model (CodeGemma): greedy from SOURCE after
+    `<|fim_prefix|>{prefix}<|fim_suffix|>{suffix}<|fim_middle|>`, until a stop token
+    (`<|file_separator|>` among them). Returns the infill and what was made."""
+    from foundation.families import implementation
+    from foundation.sources import load_source
+    from runtime_check.generation import stream_text
+
+    if (Path(source) / "manifest.json").is_file():
+        raise GemmaEdgeError(f"{source} is a package: fill-in-the-middle runs from a model source",
+                             "pass the CodeGemma checkpoint directory")
+    ref = load_source(source, variant=variant)
+    fim = ref.family.fim
+    vocab = ref.tokenizer.get_vocab()
+    missing = [t for t in (fim.get("prefix"), fim.get("suffix"), fim.get("middle"))
+               if t not in vocab] if fim else ["<|fim_prefix|>"]
+    if missing:
+        raise GemmaEdgeError(f"{source}'s tokenizer has no {missing[0]} token: it is not a "
+                             "code model with fill-in-the-middle",
+                             "use a CodeGemma checkpoint (or drop --fim-prefix/--fim-suffix)")
+    prompt_ids = ref.encode(f"{fim['prefix']}{prefix}{fim['suffix']}{suffix}{fim['middle']}",
+                            chat=False)
+    runner = resolve(implementation(ref.family.name, "torch.runner",
+                                    "runtime_check.torch_runner:TorchRunner"))(ref.model, threads=threads)
+    tokens, pieces = [], []
+    for token, piece in stream_text(runner, ref.tokenizer, prompt_ids, max_new_tokens,
+                                    ref.stop_token_ids):
+        tokens.append(token)
+        pieces.append(piece)
+        if on_piece:
+            on_piece(piece)
+    runner.close()
+    return {"source": source, "engine": runner.name, "prefix": prefix, "suffix": suffix,
+            "prompt_ids": prompt_ids, "generated_tokens": tokens, "infill": "".join(pieces),
+            "stopped": bool(tokens) and tokens[-1] in ref.stop_token_ids}
+
+
 def _run_package(package_dir, prompt, max_new_tokens, chat, threads, on_piece) -> dict[str, Any]:
     from foundation.chat import format_chat
     from runtime_check.engines import open_engine, package_context

@@ -20,7 +20,8 @@ from foundation.errors import GemmaEdgeError
 log = logging.getLogger("gemma_edge")
 
 DEFAULT_CALIBRATION = "builtin:calibration"
-EVALUATION_TEXTS = ("gemma_edge_field_notes", "austen_pride_and_prejudice_ch1", "apache_license_2_0")
+EVALUATION_TEXTS = ("gemma_edge_field_notes", "austen_pride_and_prejudice_ch1", "apache_license_2_0",
+                    "python_code_eval")
 _CALIBRATION_PROSE = "builtin:dickens_tale_of_two_cities_ch1+lincoln_gettysburg_address"
 
 

@@ -90,8 +90,8 @@ def test_bad_files_through_the_real_process(tmp_path):
     fake = tmp_path / "m.gguf"
     fake.write_bytes(b"NOPE" + b"\0" * 64)
     (tmp_path / "ckpt").mkdir()
-    (tmp_path / "ckpt" / "config.json").write_text('{"model_type": "recurrent_gemma"}')
-    for source, expect in [(fake, "not a GGUF file"), (tmp_path / "ckpt", "RecurrentGemma")]:
+    (tmp_path / "ckpt" / "config.json").write_text('{"model_type": "gemma3n"}')
+    for source, expect in [(fake, "not a GGUF file"), (tmp_path / "ckpt", "Gemma 3n")]:
         out = _run("info", str(source))
         assert out.returncode == 2, out.stderr
         assert expect in out.stderr
