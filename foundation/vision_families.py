@@ -67,7 +67,11 @@ _GEMMA3_TINY = {
     "vision_config": {**_TINY_SIGLIP, "image_size": 32},
     "mm_tokens_per_image": 4,
 }
-_VISION_IMPLEMENTATIONS: dict[str, str] = {}
+_VISION_IMPLEMENTATIONS = {
+    "onnx.exporter": "exporter.vision_onnx:export_vision_onnx",
+    "onnx.runner": "runtime_check.vision_onnx_runner:VisionOnnxRunner",
+    "torch.runner": "runtime_check.vision_torch_runner:TorchVisionRunner",
+}
 _VISION_QUIRKS = ("siglip_vision_tower", "image_features_replace_placeholders",
                   "embedding_scaled_by_sqrt_hidden", "rmsnorm_one_plus_weight")
 
@@ -80,7 +84,7 @@ VISION_FAMILIES: tuple[dict, ...] = (
         "gguf_architectures": (),
         "causal_lm_class": "PaliGemmaForConditionalGeneration",
         "config_class": "PaliGemmaConfig",
-        "exports": (),
+        "exports": ("onnx",),
         "quirks": (*_VISION_QUIRKS, "prefix_attention", "positions_from_one", "linear_projector",
                    "sliding_window", "attn_logit_softcapping", "final_logit_softcapping",
                    "sandwich_norm"),
@@ -117,7 +121,7 @@ VISION_FAMILIES: tuple[dict, ...] = (
         "gguf_architectures": (),
         "causal_lm_class": "Gemma3ForConditionalGeneration",
         "config_class": "Gemma3Config",
-        "exports": (),
+        "exports": ("onnx",),
         "quirks": (*_VISION_QUIRKS, "bidirectional_image_attention", "avg_pool_4x4",
                    "soft_embedding_norm", "sliding_window", "sandwich_norm", "qk_norm",
                    "per_layer_rope_theta"),
@@ -133,7 +137,7 @@ VISION_FAMILIES: tuple[dict, ...] = (
         "gguf_architectures": (),
         "causal_lm_class": "ShieldGemma2ForImageClassification",
         "config_class": "ShieldGemma2Config",
-        "exports": (),
+        "exports": ("onnx",),
         "quirks": (*_VISION_QUIRKS, "bidirectional_image_attention", "avg_pool_4x4",
                    "soft_embedding_norm", "sliding_window", "sandwich_norm", "qk_norm",
                    "per_layer_rope_theta", "yes_no_classifier"),

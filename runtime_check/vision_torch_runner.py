@@ -19,11 +19,14 @@ from foundation.vision_prompt import generator
 class TorchVisionRunner:
     name = "torch"
 
-    def __init__(self, model, family, *, threads: int | None = None) -> None:
+    def __init__(self, model, *, threads: int | None = None, family=None) -> None:
         import torch
+
+        from foundation.families import family_for_model_type
 
         if threads:
             torch.set_num_threads(threads)
+        family = family or family_for_model_type(model.config.model_type)
         self.family = family
         self.model = generator(model, family).eval()
         self.image_id = int(self.model.config.image_token_id)

@@ -63,7 +63,7 @@ def test_image_attention_quirk_matters_and_runner_equals_full_forward(tiny, name
     full = _hf_logits(ref, ids, px)
     causal = _hf_logits(ref, ids, px, token_types=False)
     assert np.abs(full - causal).max() > 1e-2  # the quirk is exercised by the tiny config
-    runner = TorchVisionRunner(ref.model, ref.family)
+    runner = TorchVisionRunner(ref.model)
     runner.set_images(px)
     np.testing.assert_allclose(runner.prefill(ids), full, atol=1e-5, rtol=0)
 
