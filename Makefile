@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml android_demo/package.json exporter/web/package.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[all]'
+	@# keras-hub without its deps: they name tensorflow-text, whose wheel pulls the full
+	@# tensorflow over tensorflow-cpu; Gemma presets need neither (tests/test_keras_source.py)
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps keras-hub==0.32.0
 	cd android_demo && npm install --silent --no-audit --no-fund
 	test -e /usr/share/java/junit4.jar || apt-get install -y -q junit4 || sudo apt-get install -y -q junit4
 	cd exporter/web && npm install --ignore-scripts --silent --no-audit --no-fund

@@ -109,7 +109,9 @@ def load_source(spec: str, *, variant: str | None = None,
         path = Path(spec).expanduser()
         if not path.exists():
             raise SourceError(f"model source '{spec}' does not exist", _SOURCE_HELP)
-        if path.is_dir():
+        if path.is_dir() and _is_keras_preset(path):
+            ref = _load_keras(spec, path)
+        elif path.is_dir():
             ref = _load_hf_dir(spec, path)
         elif path.suffix.lower() == ".gguf":
             ref = _load_gguf(spec, path, path_sha=sha256_file(path))
@@ -144,6 +146,10 @@ def source_identity(spec: str) -> str:
 
         return tiny_identity(get_family(spec.split(":", 1)[1]))
     path = Path(spec).expanduser()
+    if path.is_dir() and _is_keras_preset(path):
+        from foundation.keras_source import preset_identity
+
+        return preset_identity(path)
     if path.is_dir():
         checked_checkpoint(path)
         return sha256_files(_checkpoint_files(path), path)
@@ -192,6 +198,23 @@ def _load_tiny(spec: str) -> ReferenceModel:
                           tokenizer=tokenizer, variant="pt", sha256=tiny_identity(family),
                           checkpoint_dir=None, load_seconds=0.0,
                           notes=["random weights from a tiny seeded config (tests only)"])
+
+
+def _is_keras_preset(path: Path) -> bool:
+    from foundation.keras_source import is_keras_preset
+
+    return is_keras_preset(path)
+
+
+def _load_keras(spec: str, path: Path) -> ReferenceModel:
+    """A KerasHub preset dir: converted once to a transformers checkpoint, cached by sha256."""
+    from foundation.keras_source import convert_keras_preset, preset_identity
+
+    sha = preset_identity(path)
+    checkpoint, cached = convert_keras_preset(path, sha)
+    ref = _load_hf_dir(spec, checkpoint, identity=sha)
+    ref.kind, ref.from_cache, ref.variant = "keras", cached, _variant_from_name(path.name)
+    return ref
 
 
 def _load_gguf(spec: str, path: Path, *, path_sha: str) -> ReferenceModel:
