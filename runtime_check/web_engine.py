@@ -57,6 +57,11 @@ class BrowserPage:
         self._wait()
         return self.page.evaluate("window.gemmaEdge.result")
 
+    def generate_ids(self, ids: list[int], max_new_tokens: int, min_new_tokens: int = 0) -> dict:
+        """Generate from exact token ids (benchmarks: the same prompt as another runtime)."""
+        return self.page.evaluate("([ids, mx, mn]) => window.gemmaEdge.generateIds(ids, mx, mn)",
+                                  [list(ids), max_new_tokens, min_new_tokens])
+
     def memory_bytes(self) -> int:
         """Resident memory of the browser's processes (page, worker and WASM heap included)."""
         import psutil
@@ -153,11 +158,21 @@ class WebEngine:
     def tokenize(self, text: str) -> list[int]:
         from tokenizers import Tokenizer  # the package's own tokenizer.json, as the page reads it
 
-        return Tokenizer.from_file(str(self.package_dir / "tokenizer.json")).encode(text).ids
+        return Tokenizer.from_file(str(self.package_dir / "tokenizer.json")).encode(text, add_special_tokens=False).ids
 
     def generate(self, prompt: str, max_new_tokens: int, *, chat: bool = False) -> Iterator[str]:
         self.last = self.page.generate(prompt, max_new_tokens)
         yield self.last["text"]
+
+    def benchmark(self, text: str, prefill: int, decode: int) -> dict[str, Any]:
+        """TTFT and tok/s the page measures (a warm-up first), and the browser's memory."""
+        ids = [self.manifest["tokens"]["bos_token_id"], *self.tokenize(text)][:prefill]
+        self.page.generate_ids(ids[:16], 2, 2)
+        r = self.page.generate_ids(ids, decode, decode)
+        return {"prompt_tokens": len(ids), "ttft_s": r["ttft_ms"] / 1000,
+                "prefill_tps": r["prefill_tok_s"], "decode_tokens": len(r["ids"]) - 1,
+                "decode_tps": r["decode_tok_s"], "load_s": self.page.load["load_ms"] / 1000,
+                "browser_rss_mib": round(self.page.memory_bytes() / 2**20, 1)}
 
     def close(self) -> None:
         if self._session is not None:

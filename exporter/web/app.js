@@ -59,6 +59,17 @@ async function run() {
   }
 }
 
+// benchmarks: generate from exact token ids, at least `min` new tokens (stop tokens masked)
+state.generateIds = async (ids, max, min) => {
+  state.busy = true;
+  try {
+    state.result = await call("generate", { prompt_ids: ids, max_new_tokens: max, min_new_tokens: min });
+    return state.result;
+  } finally {
+    state.busy = false;
+  }
+};
+
 async function main() {
   if (params.has("prompt")) $("prompt").value = params.get("prompt");
   if (params.has("max_new_tokens")) $("max").value = params.get("max_new_tokens");

@@ -1,7 +1,7 @@
 // gemma-edge web package: the model runs here, off the page's thread.
 // transformers.js loads the package directory itself ("." is the model: config.json,
 // tokenizer files, onnx/...); onnxruntime-web's WASM files come from ./runtime/, never a CDN.
-import { env, pipeline } from "./runtime/transformers.min.js";
+import { env, pipeline, Tensor } from "./runtime/transformers.min.js";
 
 env.allowRemoteModels = false;
 env.allowLocalModels = true;
@@ -24,16 +24,17 @@ async function load({ threads, device }) {
   };
 }
 
-async function generate({ prompt, max_new_tokens }) {
+async function generate({ prompt, prompt_ids, max_new_tokens, min_new_tokens }) {
   const tokenizer = generator.tokenizer;
   let text = prompt;
-  if (web.chat) {
+  if (web.chat && !prompt_ids) {
     // Gemma's template starts with <bos>: the rendered text is tokenized without adding it again
     text = tokenizer.apply_chat_template([{ role: "user", content: prompt }], {
       tokenize: false, add_generation_prompt: true, chat_template: web.chatTemplate,
     });
   }
-  const inputs = tokenizer(text, { add_special_tokens: !web.chat });
+  // token ids given (benchmarks): exactly those, else the text through the tokenizer
+  const inputs = prompt_ids ? idsInputs(prompt_ids) : tokenizer(text, { add_special_tokens: !web.chat });
   const promptIds = Array.from(inputs.input_ids.data, Number);
   const ids = [];
   const times = [];
@@ -52,7 +53,8 @@ async function generate({ prompt, max_new_tokens }) {
   };
   const t0 = performance.now();
   await generator.model.generate({
-    ...inputs, max_new_tokens, do_sample: false, eos_token_id: web.stop_token_ids, streamer,
+    ...inputs, max_new_tokens, min_new_tokens: min_new_tokens || 0, do_sample: false,
+    eos_token_id: web.stop_token_ids, streamer,
   });
   const ttft = times[0] - t0;
   const decodeMs = times.length > 1 ? times.at(-1) - times[0] : 0;
@@ -62,6 +64,14 @@ async function generate({ prompt, max_new_tokens }) {
     ttft_ms: ttft, prefill_tok_s: promptIds.length / (ttft / 1000),
     decode_tok_s: decodeMs > 0 ? (times.length - 1) / (decodeMs / 1000) : null,
     stopped: ids.length > 0 && web.stop_token_ids.includes(ids.at(-1)),
+  };
+}
+
+function idsInputs(ids) {
+  const n = ids.length;
+  return {
+    input_ids: new Tensor("int64", BigInt64Array.from(ids, BigInt), [1, n]),
+    attention_mask: new Tensor("int64", new BigInt64Array(n).fill(1n), [1, n]),
   };
 }
 
