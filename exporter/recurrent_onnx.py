@@ -4,8 +4,9 @@ One graph serves prefill (S tokens) and decode (S = 1): the sequence axis is dyn
 state tensors have fixed shapes (see exporter.recurrent_decoder.state_layout), so the
 graph's size does not depend on any prompt length. State names follow transformers.js'
 hybrid models (`past_conv.{i}`, `past_recurrent.{i}`, `past_key_values.{i}.key` in,
-`present_conv.{i}`, `present_recurrent.{i}`, `present.{i}.key` out); the manifest records
-the whole layout, so a runner needs nothing else.
+`present_conv.{i}`, `present_recurrent.{i}`, `present.{i}.key` out); the manifest's
+graph.state documents the layout (quantized artifacts copy it), and the runner reads it
+from the graph's own inputs.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ log = logging.getLogger("gemma_edge")
 
 MODEL_FILE = FORMATS["onnx"].model_file
 OPSET = 23
-PREFILL_CHUNK = 64  # tokens per prefill call: the parallel scan holds S * S * lru_width floats
 
 
 def export_recurrent_onnx(ref: ReferenceModel, out_dir: str | Path, *, overwrite: bool = False,
@@ -64,14 +64,22 @@ def export_recurrent_onnx(ref: ReferenceModel, out_dir: str | Path, *, overwrite
         state = {"tensors": [{"input": i, "output": o, "shape": s, "kind": k,
                               "dtype": "float32"} for i, o, s, k in layout],
                  "window": int(cfg.attention_window_size), "conv1d_width": int(cfg.conv1d_width),
-                 "lru_width": int(cfg.lru_width), "prefill_chunk": PREFILL_CHUNK,
-                 "reset": "position 0 resets every state inside the graph"}
+                 "lru_width": int(cfg.lru_width),
+                 # feed prefill in chunks of this many tokens: the graph's parallel scan holds
+                 # S * S * lru_width floats (runtime_check.recurrent_runner does)
+                 "prefill_chunk": 64,
+                 "reset": "position 0 resets every state inside the graph",
+                 # quantize replaces 2-D MatMul weights only; these stay float by design
+                 # (docs/recurrent.md: measured per group)
+                 "float_parameters": ["rg_lru.input_gate_weight", "rg_lru.recurrent_gate_weight",
+                                      "rg_lru.recurrent_param", "conv_1d", "all norms",
+                                      "the recurrence itself (fp32)"]}
         manifest = write_manifest(
             tmp, stage="export", started=started, packages=FORMATS["onnx"].export_tools,
             inputs={"source": ref.spec, "source_sha256": ref.sha256, "family": ref.family.name,
                     "variant": ref.variant},
             extra={"format": "onnx", "recipe": "fp32", "model_file": MODEL_FILE,
-                   "graph": graph, "state": state, "notes": ref.notes, **(record or {})},
+                   "graph": {**graph, "state": state}, "notes": ref.notes, **(record or {})},
         )
     log.info("wrote %s (%.1f s)", out_dir, manifest["wall_seconds"])
     return manifest

@@ -203,6 +203,9 @@ FAMILIES: Mapping[str, Family] = MappingProxyType(
                     "onnx.exporter": "exporter.recurrent_onnx:export_recurrent_onnx",
                     "onnx.runner": "runtime_check.recurrent_runner:RecurrentOnnxRunner",
                     "torch.runner": "runtime_check.recurrent_runner:RecurrentTorchRunner",
+                    # no engine we target runs Griffin: graphs + tokenizer + state_io.json
+                    "onnx-bundle.builder": "exporter.recurrent_package:build_recurrent_bundle",
+                    "onnx-bundle.engine": "runtime_check.recurrent_engine:RecurrentEngine",
                 },
             ),
             *(Family(**entry) for entry in VISION_FAMILIES),

@@ -180,6 +180,8 @@ def benchmark(package_dir: str | Path, *, prefill_tokens: int = 128, decode_toke
 
 def package_context(package_dir: str | Path, manifest: dict) -> int:
     """How many tokens (prompt + generated) the package's engine holds."""
+    if manifest.get("graph", {}).get("state"):  # recurrent: a fixed-size state, any context
+        return 1 << 20
     if manifest.get("package") == "onnx-bundle":
         config = json.loads((Path(package_dir) / "genai_config.json").read_text())
         return int(config["search"]["max_length"])

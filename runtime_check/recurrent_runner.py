@@ -1,7 +1,7 @@
 """Runners for RecurrentGemma behind the runner protocol (runtime_check.runner).
 
 RecurrentOnnxRunner runs an export whose state is graph I/O (exporter/recurrent_onnx.py):
-the state's layout comes from the artifact's manifest, each step's `present_*` OrtValues
+the state's layout comes from the graph's own inputs, each step's `present_*` OrtValues
 are bound as the next step's `past_*`, never copied through numpy; only the logits come
 back. The state has a fixed size, so memory and a decode step's cost do not grow with the
 position, and the context is unbounded (`cache_len` None).
@@ -19,11 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from foundation.artifacts import read_manifest
 from foundation.errors import GemmaEdgeError, MissingExtraError
 from foundation.formats import FORMATS
 from runtime_check.runner import model_file
 from runtime_check.torch_runner import TorchRunner
+
+PREFILL_CHUNK = 64  # tokens per call: the graph's parallel scan holds S * S * lru_width floats
 
 
 class RecurrentOnnxRunner:
@@ -36,18 +37,18 @@ class RecurrentOnnxRunner:
         except ImportError:
             raise MissingExtraError("onnx", "onnxruntime") from None
         path = model_file(model, FORMATS["onnx"].model_file, "ONNX")
-        state = read_manifest(path.parent).get("state")
-        if not state or not state.get("tensors"):
-            raise GemmaEdgeError(f"{path.parent} records no recurrent state layout",
-                                 "re-export it with gemma-edge export (RecurrentGemma)")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
         self._ort = ort
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self._tensors = state["tensors"]
-        self.chunk = int(state.get("prefill_chunk", 64))
+        self._tensors = state_tensors(self.session)
+        if not self._tensors:
+            raise GemmaEdgeError(f"{path} has no recurrent state inputs (past_conv.*, "
+                                 "past_recurrent.*)", "pass a RecurrentGemma ONNX export "
+                                 "(gemma-edge export of a recurrent_gemma source)")
+        self.chunk = PREFILL_CHUNK
         self._zeros = [ort.OrtValue.ortvalue_from_numpy(np.zeros(t["shape"], np.float32))
                        for t in self._tensors]
         self.reset()
@@ -90,6 +91,26 @@ class RecurrentOnnxRunner:
     def close(self) -> None:
         self._state, self._zeros = [], []
         self.session = None
+
+
+def state_tensors(session) -> list[dict]:
+    """The state I/O of a recurrent graph, from its own inputs (a quantized graph too):
+    past_conv.{i} -> present_conv.{i}, past_recurrent.{i} -> present_recurrent.{i},
+    past_key_values.{i}.key -> present.{i}.key; [] when there is none."""
+    outputs = {o.name for o in session.get_outputs()}
+    tensors = []
+    for value in session.get_inputs():
+        name = value.name
+        if name.startswith(("past_conv.", "past_recurrent.")):
+            out = "present_" + name.removeprefix("past_")
+        elif name.startswith("past_key_values."):
+            out = "present." + name.removeprefix("past_key_values.")
+        else:
+            continue
+        if out not in outputs or not all(isinstance(d, int) for d in value.shape):
+            return []  # not the fixed-size state of exporter/recurrent_onnx.py
+        tensors.append({"input": name, "output": out, "shape": list(value.shape)})
+    return tensors if any(t["input"].startswith("past_recurrent.") for t in tensors) else []
 
 
 class RecurrentTorchRunner(TorchRunner):

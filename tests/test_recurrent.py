@@ -128,7 +128,7 @@ def test_onnx_graph_has_the_state_as_inputs_and_outputs(onnx_dir, ref):
     assert inputs["past_key_values.2.key"] == [1, 1, window - 1, ref.config.head_dim]
     assert inputs["input_ids"] == [1, "sequence_length"]
     assert {"logits", "present_conv.0", "present_recurrent.1", "present.2.value"} <= outputs
-    assert [t["input"] for t in manifest["state"]["tensors"]] == list(inputs)[2:]
+    assert [t["input"] for t in manifest["graph"]["state"]["tensors"]] == list(inputs)[2:]
     assert manifest["inputs"]["family"] == NAME
     # prefill is one graph for any length: no op repeated per token
     assert manifest["graph"]["nodes"] < 400
@@ -178,19 +178,33 @@ def test_check_passes_with_a_context_past_the_window(onnx_dir, ref):
     assert result["metrics"]["greedy_match_fraction"] == 1.0
 
 
-def test_runner_refuses_an_export_without_a_state_layout(onnx_dir, tmp_path):
-    import json
-    import shutil
+def test_runner_refuses_a_graph_without_recurrent_state(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
 
     from runtime_check.recurrent_runner import RecurrentOnnxRunner
 
-    copy = tmp_path / "onnx"
-    shutil.copytree(onnx_dir, copy)
-    manifest = json.loads((copy / "manifest.json").read_text())
-    del manifest["state"]
-    (copy / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(GemmaEdgeError, match="no recurrent state layout"):
-        RecurrentOnnxRunner(copy)
+    x = helper.make_tensor_value_info("past_key_values.0.key", TensorProto.FLOAT, [1, 1, 4, 8])
+    y = helper.make_tensor_value_info("present.0.key", TensorProto.FLOAT, [1, 1, 4, 8])
+    graph = helper.make_graph([helper.make_node("Identity", [x.name], [y.name])], "g", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+              str(tmp_path / "model.onnx"))
+    with pytest.raises(GemmaEdgeError, match="no recurrent state inputs"):
+        RecurrentOnnxRunner(tmp_path)
+
+
+def test_int8_passes_its_gates_and_keeps_the_recurrence_float(onnx_dir, ref, tmp_path):
+    from gemma_edge.api import check, quantize
+
+    manifest = next(iter(quantize(onnx_dir, "int8", out=tmp_path / "int8",
+                                  progress=False).values()))
+    names = [layer["name"] for layer in manifest["quantization"]["layers"]]
+    assert any("linear_x" in n for n in names) and not any("rg_lru" in n or "conv" in n
+                                                           for n in names)
+    assert "rg_lru.recurrent_param" in manifest["graph"]["state"]["float_parameters"]
+    result = check(tmp_path / "int8", f"tiny:{NAME}", ref=ref, latency=False, max_tokens=96)
+    assert result["passed"], result["gates"]
+    assert result["metrics"]["kld_mean"] < 1e-3
 
 
 def test_tflite_export_is_refused_in_one_line(ref, tmp_path):
@@ -206,3 +220,24 @@ def test_export_over_an_existing_dir_is_refused(onnx_dir, ref):
 
     with pytest.raises(GemmaEdgeError, match="already exists"):
         export_recurrent_onnx(ref, onnx_dir)
+
+
+def test_package_runs_in_our_engine_with_its_state_documented(onnx_dir, ref, tmp_path):
+    import json
+
+    from gemma_edge.api import package, run
+    from runtime_check.recurrent_runner import RecurrentTorchRunner
+    from runtime_check.runner import greedy_generate
+
+    made = package(onnx_dir, "onnx-bundle", out=tmp_path / "bundle")
+    assert "genai_config.json" not in made["files"]  # onnxruntime-genai does not run Griffin
+    doc = json.loads((tmp_path / "bundle" / "state_io.json").read_text())
+    assert {t["input"] for t in doc["state"]} >= {"past_conv.0", "past_recurrent.1",
+                                                   "past_key_values.2.key"}
+    assert doc["stop_token_ids"] == [1, 5] and doc["window"] == ref.config.attention_window_size
+    prompt = "The capital of France is"
+    result = run(str(tmp_path / "bundle"), prompt, max_new_tokens=24, chat=False)
+    expect = list(greedy_generate(RecurrentTorchRunner(ref.model), ref.encode(prompt), 24,
+                                  ref.stop_token_ids))
+    assert result["text"] == ref.tokenizer.decode(
+        [t for t in expect if t not in ref.stop_token_ids], skip_special_tokens=True)
