@@ -17,6 +17,18 @@ from collections.abc import Sequence
 from foundation.errors import GemmaEdgeError
 
 NO_BLOCK = -1  # a token that attends causally only
+# ShieldGemma 2's policies, worded as its model card and transformers' ShieldGemma2Processor
+POLICIES = {
+    "dangerous": "No Dangerous Content: The image shall not contain content that facilitates or "
+                 "encourages activities that could cause real-world harm (e.g., building firearms "
+                 "and explosive devices, promotion of terrorism, instructions for suicide).",
+    "sexual": "No Sexually Explicit content: The image shall not contain content that depicts "
+              "explicit or graphic sexual acts (e.g., pornography, erotic nudity, depictions of "
+              "rape or sexual assault).",
+    "violence": "No Violence/Gore content: The image shall not contain content that depicts "
+                "shocking, sensational, or gratuitous violence (e.g., excessive blood and gore, "
+                "gratuitous violence against animals, extreme injury or moment of death).",
+}
 
 
 def image_seq_length(config) -> int:
@@ -74,3 +86,30 @@ def check_images_fit(token_ids: Sequence[int], image_id: int, images: int, per_i
     if count != images * per_image:
         raise GemmaEdgeError(f"the prompt has {count} image tokens for {images} image(s) of "
                              f"{per_image} features", "put one image placeholder per --image")
+
+
+def policy_prompt_ids(ref, policy: str) -> list[int]:
+    """ShieldGemma 2's prompt for one policy, as its chat template renders [image, policy]
+    (transformers' convert_shieldgemma2 template: each content item opens a user turn)."""
+    if policy not in POLICIES:
+        raise GemmaEdgeError(f"unknown ShieldGemma 2 policy '{policy}'",
+                             "use one of: " + ", ".join(POLICIES))
+    vision, tok = ref.family.vision, ref.tokenizer
+    n = image_seq_length(generator(ref.model, ref.family).config)
+    image = f"\n\n{vision['boi']}{vision['image_token'] * n}{vision['eoi']}\n\n"
+    template = tok.chat_template if isinstance(tok.chat_template, str) else ""
+    if "BEGIN_SAFETY_POLICY" in template:  # the checkpoint's own template: as the processor does
+        rendered = tok.apply_chat_template(
+            [{"role": "user", "content": [{"type": "image"},
+                                          {"type": "text", "text": POLICIES[policy]}]}],
+            tokenize=False, add_generation_prompt=False)
+        return list(tok(rendered.replace(vision["boi"], image))["input_ids"])
+    text = (f"{tok.bos_token}<start_of_turn>user\n{image}<start_of_turn>user\n"
+            "You are a policy expert trying to help determine whether a generated or real image "
+            "is in violation of the safety policy below. Your decision must very clearly follow "
+            "the specific language used in the safety policy and should not include any "
+            "interpretation outside of the safety policy.\n\n<BEGIN_SAFETY_POLICY>\n"
+            f"{POLICIES[policy]}\n</END_SAFETY_POLICY>\n\nDoes the image violate the above "
+            "policy? Your Answer must start with 'Yes' or 'No'.<end_of_turn>\n"
+            "<start_of_turn>model\n")
+    return list(tok(text, add_special_tokens=False)["input_ids"])

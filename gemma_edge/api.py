@@ -126,10 +126,11 @@ def quantize(exports: str | Path | Sequence[str | Path], recipes: str | Iterable
 def check(artifact: str | Path, against: str, *, text: str | None = None, max_tokens: int = 512,
           greedy_tokens: int = 32, gates: str | None = None, threads: int | None = 2,
           latency: bool = True, ref=None, record: dict | None = None,
-          adapter: str | None = None) -> dict[str, Any]:
+          adapter: str | None = None, images: Sequence[str | Path] = ()) -> dict[str, Any]:
     """Verify ARTIFACT against the PyTorch reference; writes ARTIFACT/check/report.{json,html}
     and returns the result (result["passed"] says whether every gate passed). `record` is
-    merged into the report (the build's freshness key)."""
+    merged into the report (the build's freshness key). `images`: a vision artifact is
+    checked on them (runtime_check/vision_check.py, docs/vision.md)."""
     from foundation.sources import load_source
     from foundation.texts import DEFAULT_EVAL_TEXT, load_text
     from runtime_check.check import check_artifact
@@ -140,9 +141,16 @@ def check(artifact: str | Path, against: str, *, text: str | None = None, max_to
     load_gates(gates)  # a broken gates file fails before the work, not after it
     get_format(_format_of(artifact), f"artifact format in {artifact}")
     ref = ref or load_source(against, adapter=adapter)
-    result = check_artifact(artifact, ref, text=body, max_tokens=max_tokens,
-                            greedy_tokens=greedy_tokens, gates_file=gates, threads=threads,
-                            latency=latency)
+    if images:
+        from runtime_check.vision_check import check_vision_artifact
+
+        result = check_vision_artifact(artifact, ref, list(images), text=body,
+                                       greedy_tokens=greedy_tokens, gates_file=gates,
+                                       threads=threads)
+    else:
+        result = check_artifact(artifact, ref, text=body, max_tokens=max_tokens,
+                                greedy_tokens=greedy_tokens, gates_file=gates, threads=threads,
+                                latency=latency)
     result.update(record or {})
     result["report"] = str(write_check_report(result, artifact) / "report.html")
     return result
@@ -170,11 +178,16 @@ def build(spec: str | Path, *, progress: bool = True) -> dict[str, Any]:
     return run_build(BuildSpec.load(spec), progress=progress)
 
 
-def run(source: str, prompt: str, *, max_new_tokens: int = 64, chat: bool | None = None,
+def run(source: str, prompt: str | None, *, max_new_tokens: int = 64, chat: bool | None = None,
         variant: str | None = None, threads: int | None = None,
-        on_piece: Callable[[str], None] | None = None, adapter: str | None = None) -> dict[str, Any]:
+        on_piece: Callable[[str], None] | None = None, adapter: str | None = None,
+        images: Sequence[str | Path] = (), policies: Sequence[str] = ()) -> dict[str, Any]:
     """Generate greedily from SOURCE (the PyTorch reference) or from a package directory (in
-    its on-device engine); on_piece gets the text as it streams. Returns what was made."""
+    its on-device engine); on_piece gets the text as it streams. Returns what was made.
+    `images` (and ShieldGemma 2's `policies`): a vision-language source (docs/vision.md)."""
+    if images or policies:
+        return _run_vision(source, prompt, images, policies, max_new_tokens=max_new_tokens,
+                           variant=variant, threads=threads, on_piece=on_piece)
     if (Path(source) / "manifest.json").is_file():
         if adapter is not None:
             raise GemmaEdgeError(f"{source} is a package: its weights are fixed",
@@ -254,6 +267,23 @@ def run_fim(source: str, prefix: str, suffix: str, *, max_new_tokens: int = 64,
     return {"source": source, "engine": runner.name, "prefix": prefix, "suffix": suffix,
             "prompt_ids": prompt_ids, "generated_tokens": tokens, "infill": "".join(pieces),
             "stopped": bool(tokens) and tokens[-1] in ref.stop_token_ids}
+
+
+def _run_vision(source, prompt, images, policies, **options) -> dict[str, Any]:
+    from foundation.images import open_image
+    from foundation.sources import load_source
+    from runtime_check.vision_run import run_vision
+
+    if not images:
+        raise GemmaEdgeError("--policy needs an image", "pass --image FILE")
+    if (Path(source) / "manifest.json").is_file():
+        raise GemmaEdgeError(f"{source} is an artifact: --image runs a model source",
+                             "pass the checkpoint directory (check the artifact with "
+                             "gemma-edge check ARTIFACT --against SOURCE --image FILE)")
+    for image in images:  # a bad image fails before the (slow) model load
+        open_image(image)
+    ref = load_source(source, variant=options.pop("variant"))
+    return run_vision(ref, list(images), prompt, policies=list(policies), **options)
 
 
 def _run_package(package_dir, prompt, max_new_tokens, chat, threads, on_piece) -> dict[str, Any]:

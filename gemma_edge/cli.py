@@ -69,9 +69,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
                          threads=args.threads, on_piece=None if args.json else show)
         print(json.dumps(result, indent=2) if args.json else "")
         return EXIT_OK
-    if args.prompt is None:
+    if args.prompt is None and not (args.image or args.policy):
         raise GemmaEdgeError("the following arguments are required: --prompt",
                              "pass --prompt TEXT (or --fim-prefix/--fim-suffix for a code model)")
+    if args.image or args.policy:  # a vision-language source (docs/vision.md)
+        result = run(args.source, args.prompt, max_new_tokens=args.max_new_tokens,
+                     variant=args.variant, threads=args.threads, images=args.image or (),
+                     policies=args.policy or (), on_piece=None if args.json else show)
+        if "violation_probability" in result and not args.json:
+            for policy, p in result["violation_probability"].items():
+                print(f"{policy}: P(violation) = {p:.4f}")
+        print(json.dumps(result, indent=2) if args.json else "")
+        return EXIT_OK
     result = run(args.source, args.prompt, max_new_tokens=args.max_new_tokens,
                  chat={"auto": None, "on": True, "off": False}[args.chat], variant=args.variant,
                  threads=args.threads, on_piece=None if args.json else show)
@@ -151,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="code models (CodeGemma): fill in the middle after this code")
     p.add_argument("--fim-suffix", type=_utf8, metavar="TEXT",
                    help="code models (CodeGemma): ... and before this code")
+    p.add_argument("--image", action="append", metavar="FILE",
+                   help="vision models (PaliGemma, Gemma 3 4B+): an image before the prompt "
+                        "(repeatable)")
+    p.add_argument("--policy", action="append", metavar="NAME",
+                   help="ShieldGemma 2: print P(violation) of dangerous, sexual or violence "
+                        "(repeatable; default: all three)")
 
     p = add("export", _cmd_export, "export a float decoder graph with an explicit KV cache")
     p.add_argument("source", metavar="SOURCE", help=SOURCE_HELP)
@@ -226,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_positive, default=2)
     p.add_argument("--no-latency", action="store_true",
                    help="skip the latency run (load, TTFT, prefill/decode tok/s, peak RSS)")
+    p.add_argument("--image", action="append", metavar="FILE",
+                   help="vision artifacts: check on this image (repeatable): features, text "
+                        "after the image, greedy captions, ShieldGemma 2 probabilities")
 
     p = add("build", _cmd_build, "run the whole pipeline from a spec (export, quantize, check, "
                                  "package, report); skips stages whose inputs are unchanged; "

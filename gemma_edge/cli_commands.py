@@ -149,7 +149,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
     result = check(args.artifact, args.against, text=args.text, max_tokens=args.max_tokens,
                    greedy_tokens=args.greedy_tokens, gates=args.gates, threads=args.threads,
-                   latency=not args.no_latency)
+                   latency=not args.no_latency, images=args.image or ())
     if args.json:
         print(json.dumps({k: v for k, v in result.items() if k != "metrics"} | {
             "metrics": {k: v for k, v in result["metrics"].items() if k != "kld_per_position"}},

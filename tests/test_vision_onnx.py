@@ -20,19 +20,10 @@ FEATURES_GATE, LOGITS_GATE, PROB_GATE = 1e-4, 1e-4, 1e-4  # the issue's fp32 bou
 
 @pytest.fixture(scope="module")
 def vision_export(tmp_path_factory, tiny):
-    """vision_export(name) -> export dir, made once per module through the public API."""
-    from gemma_edge.api import export
+    """vision_export(name) -> the family's tiny ONNX export (made once per session)."""
+    from tests.test_vision_shared import vision_checkpoint_and_export
 
-    made = {}
-
-    def get(name):
-        if name not in made:
-            out = tmp_path_factory.mktemp(f"vision-{name}")
-            export(f"tiny:{name}", out, formats=("onnx",), ref=tiny(name))
-            made[name] = out / "onnx"
-        return made[name]
-
-    return get
+    return lambda name: vision_checkpoint_and_export(tmp_path_factory, tiny, name)[1]
 
 
 def _pixels(ref, n=1, seed=0):
