@@ -3,6 +3,7 @@ stage graph.
 
 Spec (TOML):
     source   = "builtin:gemma3-270m"
+    adapter  = "my-lora/"                                # optional: a PEFT LoRA merged in
     out      = "build"
     formats  = ["onnx", "tflite"]
     recipes  = ["int8-calibrated", "int4-calibrated"]   # every format, where offered
@@ -65,20 +66,23 @@ class BuildSpec:
             raise GemmaEdgeError(f"build spec {path} is not valid TOML ({exc})",
                                  "fix the spec's syntax (see gemma-edge.toml)") from None
         unknown = set(data) - {"source", "out", "formats", "recipes", "gates", "package", "check",
-                               "export"}
+                               "export", "adapter"}
         if unknown:
             raise GemmaEdgeError(f"build spec {path} has unknown keys: {', '.join(sorted(unknown))}",
                                  "use source, out, formats, recipes, gates, package, [export], [check]")
         if "source" not in data:
             raise GemmaEdgeError(f"build spec {path} has no source", 'add source = "builtin:gemma3-270m"')
         base = path.parent
-        for key, kind in (("source", str), ("out", str), ("gates", str), ("package", bool),
-                          ("formats", list), ("export", dict), ("check", dict)):
+        for key, kind in (("source", str), ("adapter", str), ("out", str), ("gates", str),
+                          ("package", bool), ("formats", list), ("export", dict), ("check", dict)):
             if key in data and not isinstance(data[key], kind):
                 raise GemmaEdgeError(f"build spec {path}: {key} must be a {_TYPE_NAMES[kind]}, "
                                      f"not {data[key]!r}", "see gemma-edge.toml for an example")
         formats = [str(f) for f in data.get("formats", list(FORMATS))]
-        spec = cls(source=data["source"], out=base / data.get("out", "build"), formats=formats,
+        from foundation.adapters import with_adapter  # adapter = "DIR": a LoRA merged in
+
+        spec = cls(source=with_adapter(data["source"], data.get("adapter")),
+                   out=base / data.get("out", "build"), formats=formats,
                    recipes=_recipes_by_format(data.get("recipes", []), formats),
                    gates=str(base / data["gates"]) if data.get("gates") else None,
                    package=bool(data.get("package", True)), check=dict(data.get("check", {})),

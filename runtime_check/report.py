@@ -108,6 +108,16 @@ def format_summary(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _adapter_line(result: dict[str, Any]) -> str:
+    """The LoRA adapter merged into the checked model, by path and sha256 (foundation/adapters)."""
+    adapter = result.get("adapter")
+    if not adapter:
+        return ""
+    return (f" LoRA adapter <code>{escape(adapter['path'])}</code> (sha256 "
+            f"<code>{escape(adapter['sha256'])}</code>, r={adapter['r']}), merged; the reference "
+            "is the unmerged PEFT model.")
+
+
 def _fmt(v, spec: str) -> str:
     return "—" if v is None else format(v, spec)
 
@@ -187,7 +197,7 @@ tr.fail td:last-child{{color:#b42318;font-weight:bold}}li.fail{{color:#b42318;fo
 li.pass{{color:#1a7f37}}.plots svg{{margin:4px;border:1px solid #eee}}small{{color:#666}}
 dt{{font-weight:bold}}section{{border-top:2px solid #eee;margin-top:20px}}</style></head><body>
 <h1>{escape(title)}</h1><p><b>{verdict}</b> — {len(rows)} artifact(s), checked against
-{escape(results[0]['source'])}.</p>
+{escape(results[0]['source'])}.{_adapter_line(results[0])}</p>
 <table id=summary><tr><th>artifact</th><th>format</th><th>recipe</th><th>MiB</th>
 <th>mean KLD</th><th>top-1</th><th>PPL ratio</th><th>max |Δlogit|</th><th>greedy</th>
 <th>TTFT ms</th><th>decode tok/s</th><th>result</th></tr>{table}</table>

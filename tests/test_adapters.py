@@ -138,6 +138,7 @@ def test_check_passes_against_the_adapter_and_fails_against_the_base(adapted_onn
     assert good["passed"], good["gates"]
     assert good["adapter"]["sha256"] == adapted.adapter["sha256"]
     assert good["metrics"]["top1_agreement"] == 1.0
+    assert adapted.adapter["sha256"] in Path(good["report"]).read_text()  # the report names it
     bad = check(out, BASE, latency=False, max_tokens=128, greedy_tokens=8,
                 ref=tiny("gemma3_text"))
     assert not bad["passed"]
@@ -276,3 +277,21 @@ def test_cli_info_and_run_use_the_adapter(adapter, capsys):
     assert main(["run", BASE, "--adapter", str(adapter), "--prompt", "It is a truth",
                  "--max-new-tokens", "4", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)["generated_tokens"]) == 4
+
+
+def test_build_spec_adapter_changes_the_content_keys(adapter, tmp_path, capsys):
+    plain = tmp_path / "plain.toml"
+    plain.write_text(f'source = "{BASE}"\nformats = ["onnx"]\npackage = false\n')
+    adapted_spec = tmp_path / "adapted.toml"
+    adapted_spec.write_text(plain.read_text() + f'adapter = "{adapter}"\n')
+    keys = []
+    for spec in (plain, adapted_spec):
+        assert main(["build", str(spec), "--plan", "--json"]) == 0
+        plan = json.loads(capsys.readouterr().out)
+        keys.append({row["name"]: row["key"] for row in plan["stages"]})
+    assert plan["source"] == f"{BASE}+adapter:{adapter}"
+    assert keys[0]["export onnx"] != keys[1]["export onnx"]
+    bad = tmp_path / "bad.toml"
+    bad.write_text(plain.read_text() + 'adapter = "/no/such/lora"\n')
+    assert main(["build", str(bad), "--plan"]) == 2
+    assert "is not a directory" in capsys.readouterr().err
