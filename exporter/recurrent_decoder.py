@@ -143,10 +143,12 @@ class RecurrentStateDecoder(nn.Module):
         groups = self.heads // self.kv_heads
         k_all = keys.repeat_interleave(groups, dim=1) if groups > 1 else keys
         v_all = values.repeat_interleave(groups, dim=1) if groups > 1 else values
-        scores = torch.matmul(q, k_all.transpose(2, 3)) * attn.scaling
+        # einsum, not matmul(q, k.transpose): litert-torch lowers that batched matmul over
+        # the repeated kv heads wrongly (measured: score errors of 3 on the tiny model)
+        scores = torch.einsum("bhqd,bhkd->bhqk", q, k_all) * attn.scaling
         scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
         probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
-        out = torch.matmul(probs, v_all).transpose(1, 2).reshape(bsz, seq, -1)
+        out = torch.einsum("bhqk,bhkd->bhqd", probs, v_all).transpose(1, 2).reshape(bsz, seq, -1)
         total = keys.shape[2]
         return attn.o_proj(out), keys[:, :, total - ring:], values[:, :, total - ring:]
 

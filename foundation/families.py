@@ -175,7 +175,7 @@ FAMILIES: Mapping[str, Family] = MappingProxyType(
                 gguf_architectures=(),
                 causal_lm_class="RecurrentGemmaForCausalLM",
                 config_class="RecurrentGemmaConfig",
-                exports=("onnx",),
+                exports=("onnx", "tflite"),
                 quirks=(
                     "embedding_scaled_by_sqrt_hidden",
                     "normalizer_rounded_to_bf16",
@@ -203,6 +203,8 @@ FAMILIES: Mapping[str, Family] = MappingProxyType(
                     "onnx.exporter": "exporter.recurrent_onnx:export_recurrent_onnx",
                     "onnx.runner": "runtime_check.recurrent_runner:RecurrentOnnxRunner",
                     "torch.runner": "runtime_check.recurrent_runner:RecurrentTorchRunner",
+                    "tflite.exporter": "exporter.recurrent_tflite:export_recurrent_tflite",
+                    "tflite.runner": "runtime_check.recurrent_litert:RecurrentLiteRTRunner",
                     # no engine we target runs Griffin: graphs + tokenizer + state_io.json
                     "onnx-bundle.builder": "exporter.recurrent_package:build_recurrent_bundle",
                     "onnx-bundle.engine": "runtime_check.recurrent_engine:RecurrentEngine",

@@ -207,12 +207,41 @@ def test_int8_passes_its_gates_and_keeps_the_recurrence_float(onnx_dir, ref, tmp
     assert result["metrics"]["kld_mean"] < 1e-3
 
 
-def test_tflite_export_is_refused_in_one_line(ref, tmp_path):
+@pytest.fixture(scope="module")
+def tflite_dir(tmp_path_factory, ref):
     from gemma_edge.api import export
 
-    with pytest.raises(GemmaEdgeError, match="RecurrentGemma"):
-        export(f"tiny:{NAME}", tmp_path, formats=["tflite"], ref=ref)
-    assert not (tmp_path / "tflite").exists()
+    out = tmp_path_factory.mktemp("recurrent-tflite")
+    export(f"tiny:{NAME}", out, formats=["tflite"], ref=ref, prefill_lengths=(16,))
+    return out / "tflite"
+
+
+def test_litert_matches_transformers_and_decodes_past_the_window(tflite_dir, ref, ids):
+    """prefill 1 / 5 / 20 (a 16-token signature + decode steps for the rest), then decode
+    steps past the window; greedy 64 tokens identical."""
+    from runtime_check.open_runner import open_runner
+    from runtime_check.recurrent_runner import RecurrentTorchRunner
+    from runtime_check.runner import greedy_generate, teacher_forced_logits
+    from runtime_check.torch_runner import full_forward_logits
+
+    runner = open_runner(tflite_dir)
+    assert type(runner).__name__ == "RecurrentLiteRTRunner" and runner.prefill_lengths == [16]
+    full = full_forward_logits(ref.model, ids)
+    for prefill in (1, 5, 20):
+        assert np.abs(teacher_forced_logits(runner, ids, prefill) - full).max() <= 1e-3
+    assert np.abs(teacher_forced_logits(runner, ids, 5, 5) - full).max() <= 1e-3
+    prompt = ref.encode("def fibonacci(n):")
+    expect = list(greedy_generate(RecurrentTorchRunner(ref.model), prompt, 64))
+    assert list(greedy_generate(runner, prompt, 64)) == expect
+
+
+@pytest.mark.parametrize("option", [{"rotate": True}, {"head_block": 64}, {"prefill_lengths": (1,)}])
+def test_litert_options_that_do_not_apply_are_refused(ref, tmp_path, option):
+    from exporter.recurrent_tflite import export_recurrent_tflite
+
+    with pytest.raises(GemmaEdgeError):
+        export_recurrent_tflite(ref, tmp_path / "t", **option)
+    assert not (tmp_path / "t").exists()
 
 
 def test_export_over_an_existing_dir_is_refused(onnx_dir, ref):
