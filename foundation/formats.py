@@ -60,6 +60,13 @@ FORMATS: MappingProxyType[str, Format] = MappingProxyType({
         export_options=("prefill_lengths", "cache_length", "head_block", "rotate"),
         tools=("ai-edge-quantizer", "ai-edge-litert"),
         export_tools=("litert-torch", "ai-edge-litert", "tensorflow-cpu")),
+    # llama.cpp / Ollama: F32 export, Q8_0 / Q4_0 blocks written by us (docs/gguf.md)
+    "gguf": Format(
+        name="gguf", model_file="model.gguf",
+        exporter="exporter.gguf_export:export_gguf",
+        quantizer="quantization.gguf_backend:quantize_gguf",
+        runner="runtime_check.llama_runner:LlamaRunner",
+        package="ollama", tools=("gguf", "llama-cpp-python"), export_tools=("gguf",)),
 })
 
 PACKAGE_KINDS: MappingProxyType[str, PackageKind] = MappingProxyType({
@@ -73,6 +80,10 @@ PACKAGE_KINDS: MappingProxyType[str, PackageKind] = MappingProxyType({
         builder="exporter.package:build_onnx_bundle",
         engine="runtime_check.engines:GenaiEngine",
         tools=("onnxruntime", "onnxruntime-genai")),
+    "ollama": PackageKind(
+        name="ollama", format="gguf", model_file="model.gguf",
+        builder="exporter.ollama_package:build_ollama",
+        engine="runtime_check.llama_runner:LlamaEngine", tools=("gguf", "llama-cpp-python")),
     # transformers.js + onnxruntime-web (WASM) in a page (docs/web.md)
     "web": PackageKind(
         name="web", format="onnx", model_file="index.html",

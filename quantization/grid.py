@@ -11,6 +11,9 @@ with `codes * scale`. Both backends reproduce this grid bit for bit:
   way before choosing codes (otherwise the codes we pick are not the ones that run).
 - onnxruntime MatMulNBits: unsigned codes with the implicit zero point 2**(bits-1), so
   the signed range is [-2**(bits-1), qmax]; scales are float32.
+- llama.cpp (GGUF Q8_0 / Q4_0): blocks of 32, one float16 scale `d` each; Q8_0 codes
+  int8, Q4_0 codes q in [0, 15] meaning q - 8 (quantization/gguf_backend.py), so scales
+  are rounded to float16 before choosing codes.
 
 Calibrated rounding (gptq.py) chooses other codes on the same grid and keeps every
 block's largest magnitude at ±qmax, so a runtime quantizer that recomputes the scale from
@@ -30,6 +33,7 @@ class Grid:
     block: int  # inputs per block; 0 = per output channel
     signed_min: int  # most negative code the runtime executes
     bf16_scales: bool  # scales rounded to a bfloat16 mantissa (LiteRT blockwise)
+    fp16_scales: bool = False  # scales stored as float16 (llama.cpp's block types)
 
     @property
     def qmax(self) -> int:
@@ -51,6 +55,8 @@ def grid_for(fmt: str, bits: int, block: int) -> Grid:
         return Grid(bits, block, low, bf16_scales=block != 0)
     if fmt == "onnx":
         return Grid(bits, block, -(2 ** (bits - 1)), bf16_scales=False)
+    if fmt == "gguf":
+        return Grid(bits, block, -(2 ** (bits - 1)), bf16_scales=False, fp16_scales=True)
     raise ValueError(f"no integer grid for format {fmt!r}")
 
 
@@ -60,6 +66,8 @@ def round_scale(scale: np.ndarray, grid: Grid) -> np.ndarray:
         import ml_dtypes
 
         scale = scale.astype(ml_dtypes.bfloat16).astype(np.float16).astype(np.float32)
+    if grid.fp16_scales:  # the smallest positive float16 keeps an all-zero block finite
+        scale = np.maximum(scale.astype(np.float16), np.float16(2 ** -24)).astype(np.float32)
     return scale
 
 
@@ -97,5 +105,5 @@ def dequantize(codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
 def packed_bytes(shape: tuple[int, int], grid: Grid) -> int:
     """Bytes a runtime stores for this weight: codes plus one scale per block."""
     n, k = shape
-    scale_bytes = 2 if grid.bf16_scales else 4
+    scale_bytes = 2 if grid.bf16_scales or grid.fp16_scales else 4
     return n * k * grid.bits // 8 + n * (k // grid.block_size(k)) * scale_bytes

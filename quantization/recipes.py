@@ -142,6 +142,31 @@ _add(Recipe("int4-calibrated", "int4 block 32 with GPTQ rounding on calibration 
             INT8_HEAD_GPTQ, activations={"tflite": "dynamic-int8", "onnx": "int8-in-kernel"}))
 
 
+# GGUF (llama.cpp, Ollama): llama.cpp's own block types, blocks of 32 with float16 scales. The
+# head (tied embedding) stays Q8_0 in q4_0, as llama-quantize keeps token_embd when its row
+# length is not a multiple of 256 (the 270M's 640), so sizes compare with llama.cpp's Q4_0.
+_NOT_GGUF = "not a GGUF block type"
+_GGUF_ONLY = {"tflite": "a GGUF block type (llama.cpp); use int8 / int4 recipes",
+              "onnx": "a GGUF block type (llama.cpp); use int8 / int4 recipes"}
+Q8_0 = TensorSpec(8, {"gguf": 32})
+Q8_0_GPTQ = TensorSpec(8, {"gguf": 32}, "gptq")
+_add(Recipe("q8_0", "llama.cpp Q8_0 (int8 blocks of 32, float16 scales), round to nearest",
+            Q8_0, Q8_0, activations={"gguf": "float"}, refused=dict(_GGUF_ONLY)))
+_add(Recipe("q8_0-calibrated", "llama.cpp Q8_0 with GPTQ rounding on calibration text",
+            Q8_0_GPTQ, Q8_0_GPTQ, activations={"gguf": "float"}, refused=dict(_GGUF_ONLY)))
+_add(Recipe("q4_0", "llama.cpp Q4_0 (4-bit blocks of 32, float16 scales), round to nearest; "
+            "head Q8_0 as llama-quantize keeps it", TensorSpec(4, {"gguf": 32}), Q8_0,
+            activations={"gguf": "float"}, refused=dict(_GGUF_ONLY)))
+_add(Recipe("q4_0-calibrated", "llama.cpp Q4_0 with GPTQ rounding and a clip search on "
+            "calibration text; head Q8_0 with GPTQ rounding",
+            TensorSpec(4, {"gguf": 32}, "gptq"), Q8_0_GPTQ,
+            activations={"gguf": "float"}, refused=dict(_GGUF_ONLY)))
+GGUF_RECIPES = tuple(name for name, r in RECIPES.items() if "gguf" in r.body.blocks)
+for _recipe in RECIPES.values():
+    if "gguf" not in _recipe.body.blocks:
+        _recipe.refused.setdefault("gguf", f"{_NOT_GGUF}; use one of: {', '.join(GGUF_RECIPES)}")
+
+
 def get_recipe(name: str, fmt: str) -> Recipe:
     if name not in RECIPES:
         raise GemmaEdgeError(f"unknown recipe '{name}'", f"use one of: {', '.join(RECIPES)}")

@@ -22,6 +22,8 @@ def recipe_family(recipe: str) -> str:
     for family in ("fp32", "int8", "int4"):
         if recipe.startswith(family):
             return family
+    if recipe.startswith(("q8_", "q4_")):  # llama.cpp's GGUF block types (quantization/recipes.py)
+        return f"int{recipe[1]}"
     return recipe
 
 
