@@ -114,14 +114,6 @@ def test_image_count_must_match_placeholders(tiny, vision_export):
         art.prefill(prompt_ids(ref, "one image only"))
 
 
-def test_vision_families_have_no_tflite_path_yet(tiny, tmp_path):
-    from gemma_edge.api import export
-
-    with pytest.raises(GemmaEdgeError, match="no LiteRT|no TFLite|tflite"):
-        export("tiny:gemma3", tmp_path, formats=("tflite",), ref=tiny("gemma3"))
-    assert not (tmp_path / "tflite").exists()
-
-
 def test_text_runner_refuses_a_vision_export(vision_export):
     from runtime_check.onnx_runner import OnnxRunner
 

@@ -1,9 +1,12 @@
 """Shared by the vision test modules (no tests here): each tiny vision family saved as a
-Hugging Face checkpoint and exported to ONNX once per test session, through the public API."""
+Hugging Face checkpoint and exported once per test session and format, through the public API."""
 
 from pathlib import Path
 
 _MADE: dict[str, tuple[Path, Path]] = {}
+_LITERT: dict[str, Path] = {}
+# one prefill signature that holds an image and its prompt, a cache that decode steps cross
+TINY_VISION_TFLITE = {"prefill_lengths": (64,), "cache_length": 96}
 
 
 def vision_checkpoint_and_export(tmp_path_factory, tiny, name: str) -> tuple[Path, Path]:
@@ -18,3 +21,15 @@ def vision_checkpoint_and_export(tmp_path_factory, tiny, name: str) -> tuple[Pat
         export(str(root / "ckpt"), root / "build", formats=("onnx",))
         _MADE[name] = root / "ckpt", root / "build" / "onnx"
     return _MADE[name]
+
+
+def vision_litert_export(tmp_path_factory, tiny, name: str) -> Path:
+    """The tiny `name`'s LiteRT export (from its checkpoint), made once per session."""
+    if name not in _LITERT:
+        from gemma_edge.api import export
+
+        ckpt, _ = vision_checkpoint_and_export(tmp_path_factory, tiny, name)
+        out = tmp_path_factory.mktemp(f"vision-tflite-{name}")
+        export(str(ckpt), out, formats=("tflite",), **TINY_VISION_TFLITE)
+        _LITERT[name] = out / "tflite"
+    return _LITERT[name]
