@@ -48,3 +48,11 @@ def build_recurrent_bundle(artifact: Path, tmp: Path, manifest: dict, tokens: di
     }
     (tmp / STATE_FILE).write_text(json.dumps(doc, indent=2) + "\n")
     return [*files, STATE_FILE]
+
+
+def refuse_engine_package(artifact: Path, tmp: Path, manifest: dict, tokens: dict) -> list[str]:
+    """LiteRT-LM and transformers.js run decoder-only KV-cache models, not Griffin."""
+    raise GemmaEdgeError(f"{artifact} is RecurrentGemma, which LiteRT-LM and transformers.js "
+                         "do not run (no recurrent state in their engines)",
+                         "package its ONNX export with --as onnx-bundle (graphs + tokenizer + "
+                         "state_io.json, run by gemma-edge's runner)")

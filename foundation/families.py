@@ -208,6 +208,8 @@ FAMILIES: Mapping[str, Family] = MappingProxyType(
                     # no engine we target runs Griffin: graphs + tokenizer + state_io.json
                     "onnx-bundle.builder": "exporter.recurrent_package:build_recurrent_bundle",
                     "onnx-bundle.engine": "runtime_check.recurrent_engine:RecurrentEngine",
+                    "litertlm.builder": "exporter.recurrent_package:refuse_engine_package",
+                    "web.builder": "exporter.recurrent_package:refuse_engine_package",
                 },
             ),
             *(Family(**entry) for entry in VISION_FAMILIES),

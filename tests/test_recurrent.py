@@ -270,3 +270,13 @@ def test_package_runs_in_our_engine_with_its_state_documented(onnx_dir, ref, tmp
                                   ref.stop_token_ids))
     assert result["text"] == ref.tokenizer.decode(
         [t for t in expect if t not in ref.stop_token_ids], skip_special_tokens=True)
+
+
+def test_litertlm_package_is_refused_in_one_line(tflite_dir, tmp_path, capsys):
+    from gemma_edge.cli import main
+
+    out = tmp_path / "rg.litertlm"
+    assert main(["package", str(tflite_dir), "--as", "litertlm", "--out", str(out), "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "LiteRT-LM and transformers.js" in err[0]
+    assert not out.exists()
