@@ -15,7 +15,9 @@ steps, then the rest): pooled mean KLD, top-1 agreement (with its binomial s.e.)
 file size.
 
 usage: python bench/gguf_vs_llama_quantize.py [--source builtin:gemma3-270m] [--work DIR]
-       [--json OUT]
+       [--json OUT] [--tokens 1024] [--windows 2] [--rows LABEL,...]
+(--tokens / --windows shorten the held-out text on a busy machine; --rows runs only the
+named rows, e.g. "ours q4_0-calibrated,llama.cpp Q4_0"; files already made are reused)
 """
 
 from __future__ import annotations
@@ -77,6 +79,9 @@ def main() -> None:
     ap.add_argument("--source", default="builtin:gemma3-270m")
     ap.add_argument("--work", default="/tmp/gemma-edge-gguf-bench")
     ap.add_argument("--json", help="write the rows here too")
+    ap.add_argument("--tokens", type=int, default=MAX_TOKENS, help="held-out tokens per window")
+    ap.add_argument("--windows", type=int, default=len(WINDOWS), help="how many windows")
+    ap.add_argument("--rows", help="comma-separated row labels to run (default: all)")
     args = ap.parse_args()
 
     from exporter.gguf_export import export_gguf
@@ -84,6 +89,7 @@ def main() -> None:
     from foundation.texts import load_text
     from quantization.quantize import quantize_export
     from runtime_check.llama_runner import LlamaRunner
+    from runtime_check.runner import teacher_forced_logits
     from runtime_check.torch_runner import TorchRunner
 
     work = Path(args.work)
@@ -91,16 +97,26 @@ def main() -> None:
     f32 = work / "gguf"
     if not (f32 / "model.gguf").is_file():
         export_gguf(ref, f32, overwrite=True)
-    files = {"F32 (ours)": f32 / "model.gguf"}
+    wanted = set(args.rows.split(",")) if args.rows else None
+
+    def run_row(label: str) -> bool:
+        return wanted is None or label in wanted
+
+    files = {"F32 (ours)": f32 / "model.gguf"} if run_row("F32 (ours)") else {}
     seconds = {}
+
     for recipe in OURS:
         out = work / f"gguf-{recipe}"
+        if not run_row(f"ours {recipe}"):
+            continue
         if not (out / "model.gguf").is_file():
             started = time.time()
             quantize_export(f32, out, recipe, ref=ref, overwrite=True, progress=False)
             seconds[f"ours {recipe}"] = time.time() - started
         files[f"ours {recipe}"] = out / "model.gguf"
     for label, ftype in LLAMA.items():
+        if not run_row(label):
+            continue
         dst = work / "llama" / f"{ftype}.gguf"
         if not dst.is_file():
             seconds[label] = llama_quantize(f32 / "model.gguf", dst, ftype)
@@ -108,14 +124,12 @@ def main() -> None:
 
     torch_runner = TorchRunner(ref.model, threads=2)
     windows = []
-    for text in WINDOWS:
-        ids = ref.encode(load_text(text))[:MAX_TOKENS]
-        from runtime_check.runner import teacher_forced_logits
-
+    for text in WINDOWS[:args.windows]:
+        ids = ref.encode(load_text(text))[:args.tokens]
         windows.append((ids, teacher_forced_logits(torch_runner, ids, PREFILL, DECODE_STEPS)))
     rows = []
     for label, path in files.items():
-        runner = LlamaRunner(path, threads=2, context=MAX_TOKENS + 8)
+        runner = LlamaRunner(path, threads=2, context=args.tokens + 8)
         try:
             metrics = pooled(runner, windows)
         finally:
@@ -128,7 +142,9 @@ def main() -> None:
               f"{100 * r['top1_agreement']:.2f} % (s.e. {100 * r['top1_se']:.2f})  {r['types']}",
               flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps({"source": args.source, "rows": rows}, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"source": args.source, "tokens_per_window": args.tokens,
+                                               "windows": list(WINDOWS[:args.windows]), "rows": rows},
+                                              indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ every token, so `prefill` returns one row per token as parity needs.
 
 The KV cache is F32 and flash attention off, so an F32 GGUF is compared with the torch
 reference at float32 precision and a quantized one shows its weights' error only
-(llama.cpp's default F16 cache adds its own; docs/gguf.md). Sliding-window layers keep a
+(llama.cpp's default F16 cache adds its own; docs/gguf.md). F32 is still not torch's
+float32: ggml evaluates GELU through a float16 table, about half of the 1.8e-3 max
+|dlogit| on the tiny Gemma 3 (docs/gguf.md). Sliding-window layers keep a
 full cache (`swa_full`), so a re-prefill after decode steps sees every position.
 
 `LlamaEngine` runs an Ollama package (`package --as ollama`) the way Ollama does: llama.cpp
@@ -115,10 +117,12 @@ class LlamaRunner:
         return self.model.detokenize(list(ids)).decode("utf-8", errors="replace")
 
     def token_metadata(self) -> dict[str, Any]:
-        vocab = self._llama.llama_model_get_vocab(self.model.model)
-        eog = [i for i in range(self.n_vocab) if self._llama.llama_vocab_is_eog(vocab, i)]
+        """BOS and the stop tokens the GGUF declares (eos, eot), as llama.cpp read them. (Its
+        end-of-generation set also guesses tokens by their text: on the 270M it adds id 212,
+        which Gemma never emits; the engine stops on the declared ones, as the Modelfile does.)"""
+        stops = sorted({t for t in (self.model.token_eos(), self.model.token_eot()) if t >= 0})
         return {"bos_token_id": self.model.token_bos(), "add_bos": self.model.add_bos_token(),
-                "stop_token_ids": [[i] for i in eog]}
+                "stop_token_ids": [[t] for t in stops]}
 
     def chat_template(self) -> str | None:
         buf = self._llama.llama_model_chat_template(self.model.model, None)
