@@ -147,24 +147,19 @@ def _publish(stage: Stage, key: str, store: Path, source: str) -> None:
 
 
 def _copy_dir(src: Path, dst: Path, *, skip_checks: bool = False) -> None:
-    """Copy an output directory: hard links where the filesystem allows (artifacts are never
-    written in place, only replaced), copies otherwise. An artifact's own check/ (another
-    stage's output) is left out when publishing the artifact."""
+    """Copy an output directory (copies, not hard links: onnx refuses external data with
+    several links, as a possible hard-link attack). An artifact's own check/ (another
+    stage's output) is left out when copying the artifact; one already at `dst` stays (its
+    own key decides whether it is current)."""
     from foundation.formats import CHECK_DIR
-
-    def link_or_copy(s: str, d: str) -> None:
-        try:
-            os.link(s, d)
-        except OSError:
-            shutil.copy2(s, d)
 
     ignore = shutil.ignore_patterns(CHECK_DIR) if skip_checks else None
     tmp = dst.with_name(f".{dst.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(src, tmp, copy_function=link_or_copy, ignore=ignore)
+    shutil.copytree(src, tmp, ignore=ignore)
     if dst.exists():
-        kept = dst / CHECK_DIR  # a check already made here stays (its own key decides)
+        kept = dst / CHECK_DIR
         if skip_checks and kept.is_dir():
             os.replace(kept, tmp / CHECK_DIR)
         shutil.rmtree(dst)

@@ -151,7 +151,9 @@ class ChildRun:
         job = json.dumps({"stages": [s.to_json() for s in stages], "keys": keys,
                           "source": source, "progress": progress})
         # interruptible even when this process ignores SIGINT (a shell's background job)
-        env = {**os.environ, CHILD_ENV: "1"}
+        # a fixed string-hash seed: torch.onnx's export walks sets of names (which of two
+        # equal constants it keeps), so without it the same model gives other bytes per run
+        env = {"PYTHONHASHSEED": "0", **os.environ, CHILD_ENV: "1"}
         self.proc = subprocess.Popen([sys.executable, "-m", "gemma_edge.stages", job], env=env,
                                      stdout=subprocess.DEVNULL, stderr=self.stderr, text=True)
 
@@ -163,6 +165,8 @@ class ChildRun:
         self.stderr.close()
         if self.proc.returncode:
             last = (lines or ["no output"])[-1].removeprefix("gemma-edge: error: ")
+            if "internal error" in last:  # a bug: the child's traceback is what gets reported
+                print("\n".join(lines[-40:]), file=sys.stderr)
             raise GemmaEdgeError(f"build stage {self.names} failed: {last}")
         return usage.ru_utime + usage.ru_stime
 
