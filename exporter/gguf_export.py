@@ -40,7 +40,9 @@ def export_gguf(ref: ReferenceModel, out_dir: str | Path, *, overwrite: bool = F
                 record: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write OUT_DIR/{model.gguf, tokenizer files, manifest.json}."""
     if not ref.family.gguf_architectures:
-        raise GemmaEdgeError(f"the {ref.family.title} family has no GGUF export path")
+        raise GemmaEdgeError(f"the {ref.family.title} family has no GGUF export path "
+                             "(llama.cpp's Gemma graphs are the decoder-only text families)",
+                             "export it with --format onnx or tflite")
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise GemmaEdgeError(f"{out_dir} already exists", "pass --overwrite or choose another --out")

@@ -220,6 +220,17 @@ def test_gguf_recipes_refused_on_other_formats_and_back(tmp_path, capsys, gguf_e
     assert not (tmp_path / "q").exists()
 
 
+def test_family_without_a_gguf_graph_is_refused(tmp_path, capsys):
+    from foundation.families import FAMILIES
+
+    name = next((n for n, f in FAMILIES.items() if not f.gguf_architectures), None)
+    if name is None:
+        pytest.skip("every family has a GGUF architecture")
+    assert main(["export", f"tiny:{name}", "--format", "gguf", "--out", str(tmp_path)]) == 2
+    _one_line(capsys, "no GGUF export path")
+    assert not (tmp_path / "gguf").exists()
+
+
 def test_tampered_or_truncated_gguf_is_refused(tmp_path, capsys, gguf_export):
     import shutil
 
