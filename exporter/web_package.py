@@ -112,8 +112,52 @@ def _write_graph(src: Path, dst: Path, position_start: int) -> None:
                                                     [position_start]))
         graph.node.insert(0, helper.make_node("Sub", ["position_ids", "position_start"], [inner],
                                               name="transformers_js_position_start"))
+    _standard_quantized_gathers(graph)
     onnx.save_model(model, str(dst), save_as_external_data=True, all_tensors_to_one_file=True,
                     location=f"{dst.name}_data", size_threshold=1024)
+
+
+def _standard_quantized_gathers(graph) -> None:
+    """onnxruntime-web's WASM build has no com.microsoft GatherBlockQuantized (the 4-bit
+    tied embedding of int4-all recipes): the same rows from standard ops, on the gathered
+    rows only (nibbles low first, implicit zero point 8, one scale per block)."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    nodes = []
+    for node in graph.node:
+        if node.op_type != "GatherBlockQuantized":
+            nodes.append(node)
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if (len(node.input) > 3 or attrs.get("bits") != 4 or attrs.get("gather_axis", 0) != 0
+                or attrs.get("quantize_axis", 1) != 1):
+            raise GemmaEdgeError(f"the graph's {node.name} is a GatherBlockQuantized onnxruntime-web "
+                                 "cannot run and gemma-edge cannot rewrite",
+                                 "package an int8 or int4 recipe with an 8-bit embedding --as web")
+        data, ids, scales = node.input
+        block, b = int(attrs["block_size"]), f"{node.name}.web"
+        for name, value in {"15": np.array(15, np.uint8), "4": np.array(4, np.uint8),
+                            "zp": np.array(8, np.float32), "last": np.array([-1], np.int64),
+                            "blocks": np.array([0, 0, -1, block], np.int64),
+                            "rows": np.array([0, 0, -1], np.int64)}.items():
+            graph.initializer.append(numpy_helper.from_array(value, f"{b}.{name}"))
+        steps = [("Gather", [data, ids], "packed", {}),
+                 ("BitwiseAnd", ["packed", "15"], "lo", {}),
+                 ("BitShift", ["packed", "4"], "hi", {"direction": "RIGHT"}),
+                 ("Unsqueeze", ["lo", "last"], "lo1", {}), ("Unsqueeze", ["hi", "last"], "hi1", {}),
+                 ("Concat", ["lo1", "hi1"], "pairs", {"axis": -1}),
+                 ("Reshape", ["pairs", "blocks"], "codes", {}),
+                 ("Cast", ["codes"], "f", {"to": 1}), ("Sub", ["f", "zp"], "c", {}),
+                 ("Gather", [scales, ids], "s", {}), ("Unsqueeze", ["s", "last"], "s1", {}),
+                 ("Mul", ["c", "s1"], "w", {}), ("Reshape", ["w", "rows"], None, {})]
+        consts = {"15", "4", "zp", "last", "blocks", "rows"}
+        for op, inputs, out, kw in steps:
+            ins = [f"{b}.{i}" if i in consts or i in {s[2] for s in steps} else i for i in inputs]
+            nodes.append(helper.make_node(op, ins, [f"{b}.{out}" if out else node.output[0]],
+                                          name=f"{b}.{op}.{out}", **kw))
+    del graph.node[:]
+    graph.node.extend(nodes)
 
 
 def _write_configs(tmp: Path, manifest: dict, tokens: dict, model_type: str, dtype: str,

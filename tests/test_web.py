@@ -128,6 +128,39 @@ def test_packaged_graph_takes_transformers_js_positions(tiny_export, web_package
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
 
 
+@pytest.fixture(scope="module")
+def tiny_quantized(tmp_path_factory, tiny, tiny_export):
+    from quantization.quantize import quantize_export
+
+    def get(recipe):
+        out = tmp_path_factory.mktemp("q") / f"onnx-{recipe}"
+        if not out.exists():
+            quantize_export(tiny_export("onnx", "gemma3_text")[0], out, recipe,
+                            ref=tiny("gemma3_text"), progress=False)
+        return out
+
+    return get
+
+
+@pytest.mark.parametrize("recipe, dtype", [("int8", "q8"), ("int4-all-block32", "q4")])
+def test_quantized_packages_run_in_the_browser(browser, tiny, tiny_quantized, web_package,
+                                               tmp_path, recipe, dtype):
+    """int8 and int4 (4-bit tied embedding: GatherBlockQuantized, which onnxruntime-web
+    lacks, rewritten to standard ops) in the page: onnxruntime's greedy tokens on the same
+    weights in the same (float) arithmetic."""
+    import onnx
+
+    artifact = tiny_quantized(recipe)
+    out, manifest = web_package(f"gemma3_text-{recipe}", artifact)
+    graph = onnx.load(str(out / "onnx" / f"model{'_q4' if dtype == 'q4' else '_quantized'}.onnx"),
+                      load_external_data=False).graph
+    assert "GatherBlockQuantized" not in {n.op_type for n in graph.node}
+    load, result, _, _ = run_page(browser, out)
+    assert load["dtype"] == dtype
+    same_math = fp32_kernel_copy(artifact, tmp_path / "fp32-kernel")
+    assert result["ids"] == python_greedy(same_math, result["prompt_ids"], [1, 5])
+
+
 def test_serve_sets_isolation_headers_and_mime_types(web_package):
     out, _ = web_package("gemma3_text")
     with served(out) as (url, _proc):
@@ -286,20 +319,36 @@ def real_quantized(real_onnx):
     return want
 
 
+def fp32_kernel_copy(artifact, out):
+    """The artifact with MatMulNBits' accuracy_level 0: the same weights in float arithmetic,
+    which is what onnxruntime-web's WASM MatMulNBits computes (it has no int8 kernel and
+    dequantizes the weights), where x86 onnxruntime honours level 4 (int8 activations)."""
+    import onnx
+
+    shutil.copytree(artifact, out)
+    model = onnx.load(str(out / "model.onnx"), load_external_data=False)
+    for node in model.graph.node:
+        for attr in node.attribute:
+            if node.op_type == "MatMulNBits" and attr.name == "accuracy_level":
+                attr.i = 0
+    onnx.save(model, str(out / "model.onnx"))
+    return out
+
+
 @pytest.mark.real
 def test_real_270m_int8_and_int4_in_the_browser(browser, real_ref, real_quantized, tmp_path):
     """32 greedy tokens of the real model in the page (WASM) equal onnxruntime's in Python
-    on the same artifact, for int8 (q8) and int4 (q4); the page stops at a stop token."""
+    on the same artifact's weights and arithmetic, for int8 (q8) and int4 (q4)."""
     from exporter.package import package
 
     prompt = "The capital of France is"
     for kind, artifact in real_quantized.items():
         out = tmp_path / f"{kind}.web"
         manifest = package(artifact, out, "web")
-        assert manifest["files"]["web.json"] and (out / "onnx").is_dir()
         load, result, shown, _ = run_page(browser, out, prompt)
         assert load["dtype"] == {"int8": "q8", "int4": "q4"}[kind]
         assert result["prompt_ids"] == real_ref.encode(prompt)
         stops = sorted(manifest["tokens"]["stop_tokens"].values())
-        assert result["ids"] == python_greedy(artifact, result["prompt_ids"], stops), kind
+        same_math = fp32_kernel_copy(artifact, tmp_path / f"{kind}-fp32-kernel")
+        assert result["ids"] == python_greedy(same_math, result["prompt_ids"], stops), kind
         assert len(shown) > 20  # real text on the page
