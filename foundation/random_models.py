@@ -55,21 +55,15 @@ def random_identity(spec: str) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def build_random(spec: str):
-    """(model, tokenizer): the architecture with seeded weights, fp32, eval."""
-    from pathlib import Path
-
+def build_random(spec: str, tokenizer_dir):
+    """(model, tokenizer): the architecture with seeded weights, fp32, eval; the tokenizer
+    from `tokenizer_dir` (the built-in 270M's converted checkpoint)."""
     import torch
     from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
-
-    from foundation.gguf_cache import convert_gguf
-    from foundation.sources import _builtin_package
 
     name = random_name(spec)
     config = {k: v for k, v in RANDOM_MODELS[name].items() if k != "model_type"}
     config = Gemma3TextConfig(**config)  # layer_types: every 6th layer full attention
-    pkg = _builtin_package("builtin:gemma3-270m")
-    tokenizer_dir, _header, _cached = convert_gguf(Path(pkg.assemble()), pkg.EXPECTED_SHA256)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     torch.manual_seed(SEED)
     model = Gemma3ForCausalLM(config).eval()

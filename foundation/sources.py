@@ -197,10 +197,14 @@ def _load_builtin(spec: str) -> ReferenceModel:
 
 
 def _load_random(spec: str) -> ReferenceModel:
-    from foundation.random_models import build_random, random_identity
+    from foundation.gguf_cache import convert_gguf
+    from foundation.random_models import build_random, random_identity, random_name
 
     started = time.time()
-    model, tokenizer = build_random(spec)
+    random_name(spec)  # an unknown name fails before the built-in model is assembled
+    pkg = _builtin_package("builtin:gemma3-270m")
+    tokenizer_dir, _info, _cached = convert_gguf(Path(pkg.assemble()), pkg.EXPECTED_SHA256)
+    model, tokenizer = build_random(spec, tokenizer_dir)
     return ReferenceModel(spec=spec, kind="random", family=get_family("gemma3_text"),
                           model=model, tokenizer=tokenizer, variant="pt",
                           sha256=random_identity(spec), checkpoint_dir=None,
