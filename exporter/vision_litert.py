@@ -125,7 +125,9 @@ def export_vision_tflite(ref: ReferenceModel, out_dir: str | Path, *, overwrite:
             for length in lengths:
                 converter = converter.signature(f"prefill_{length}", module,
                                                 sample_kwargs=module.sample_inputs(length))
-            edge_model = converter.convert(runtime_constant_folding=False)
+            # lazy constants, no runtime folding: as the text export (tflite_export.py)
+            edge_model = converter.convert(lightweight_conversion=True,
+                                           runtime_constant_folding=False)
             edge_model.export(str(tmp / MODEL_FILE))
         ref.tokenizer.save_pretrained(tmp)
         manifest = write_manifest(

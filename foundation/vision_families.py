@@ -73,6 +73,8 @@ _VISION_IMPLEMENTATIONS = {
     "torch.runner": "runtime_check.vision_torch_runner:TorchVisionRunner",
     "tflite.exporter": "exporter.vision_litert:export_vision_tflite",
     "tflite.runner": "runtime_check.vision_litert_runner:VisionLiteRTRunner",
+    "onnx-bundle.builder": "exporter.vision_package:refuse_vision_package",
+    "litertlm.builder": "exporter.vision_package:refuse_vision_package",
 }
 _VISION_QUIRKS = ("siglip_vision_tower", "image_features_replace_placeholders",
                   "embedding_scaled_by_sqrt_hidden", "rmsnorm_one_plus_weight")

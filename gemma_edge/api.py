@@ -140,6 +140,11 @@ def check(artifact: str | Path, against: str, *, text: str | None = None, max_to
     body = load_text(text or DEFAULT_EVAL_TEXT)
     load_gates(gates)  # a broken gates file fails before the work, not after it
     get_format(_format_of(artifact), f"artifact format in {artifact}")
+    if images:  # a bad image fails before the (slow) model load
+        from foundation.images import open_image
+
+        for image in images:
+            open_image(image)
     ref = ref or load_source(against, adapter=adapter)
     if images:
         from runtime_check.vision_check import check_vision_artifact

@@ -53,6 +53,9 @@ def quantize_export(export_dir: str | Path, out_dir: str | Path, recipe_name: st
         raise GemmaEdgeError(f"{out_dir} already exists", "pass --overwrite or choose another --out")
     started = time.time()
     inputs = manifest["inputs"]
+    if "vision" in manifest:  # a vision-language export (docs/vision.md)
+        raise GemmaEdgeError(f"{export_dir} is a vision-language export, which gemma-edge does "
+                             "not quantize yet", "check and ship the fp32 export (docs/vision.md)")
     if ref is None:
         ref = load_source(inputs["source"], variant=inputs.get("variant"))
     if inputs.get("source_sha256") not in (None, ref.sha256):

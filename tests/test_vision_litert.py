@@ -71,3 +71,24 @@ def test_rotation_is_refused_for_vision(tiny, tmp_path):
     with pytest.raises(GemmaEdgeError, match="not offered for vision"):
         export("tiny:gemma3", tmp_path, formats=("tflite",), ref=tiny("gemma3"), rotate=True)
     assert not (tmp_path / "tflite").exists()
+
+
+def test_check_with_an_image_on_litert(tiny, litert_export, tmp_path):
+    """gemma-edge check --image on the LiteRT export: gates pass, report written."""
+    import skimage.data
+    from PIL import Image
+
+    from gemma_edge.api import check
+    from tests.test_vision_shared import vision_checkpoint
+
+    photo = tmp_path / "coffee.png"
+    Image.fromarray(skimage.data.coffee()).save(photo)
+    out = litert_export("paligemma")
+    ckpt = vision_checkpoint(None, tiny, "paligemma")  # made by the export above
+    result = check(out, str(ckpt), images=[photo], greedy_tokens=8)
+    assert result["passed"], result["gates"]
+    assert result["metrics"]["max_abs_delta_logit"] <= LOGITS_GATE
+    assert (out / "check" / "report.json").is_file()
+    (tmp_path / "notes.png").write_text("not pixels")
+    with pytest.raises(GemmaEdgeError, match="is not an image"):
+        check(out, str(ckpt), images=[tmp_path / "notes.png"])
