@@ -64,6 +64,9 @@ state.generateIds = async (ids, max, min) => {
   state.busy = true;
   try {
     state.result = await call("generate", { prompt_ids: ids, max_new_tokens: max, min_new_tokens: min });
+    $("output").textContent = state.result.text;
+    $("status").textContent = `done (${ids.length} prompt token ids)`;
+    stats();
     return state.result;
   } finally {
     state.busy = false;
