@@ -9,7 +9,7 @@ from foundation.sources import ReferenceModel
 
 def describe(ref: ReferenceModel) -> dict[str, Any]:
     """Architecture, parameter split (embedding vs transformer), sizes, tokenizer, variant."""
-    model, cfg, tok = ref.model, ref.config, ref.tokenizer
+    model, cfg, tok = ref.model, ref.config.get_text_config(), ref.tokenizer  # VLMs: the decoder's
     embedding = model.get_input_embeddings().weight
     seen: set[int] = set()
     total = 0
@@ -17,7 +17,10 @@ def describe(ref: ReferenceModel) -> dict[str, Any]:
         if id(p) not in seen:
             seen.add(id(p))
             total += p.numel()
-    tied = model.get_output_embeddings().weight is embedding
+    from foundation.vision_prompt import generator
+
+    head = generator(model, ref.family).get_output_embeddings()  # ShieldGemma 2 wraps its LM
+    tied = head is not None and head.weight is embedding
     layer_types = list(getattr(cfg, "layer_types", None) or [])
     return {
         "source": ref.spec,

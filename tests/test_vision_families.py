@@ -114,3 +114,13 @@ def test_hf_checkpoint_dir_round_trip(tiny, tmp_path, name):
     assert loaded.family.name == name and loaded.kind == "hf"
     ids, px = prompt_ids(ref, PROMPT), _pixels(ref)
     np.testing.assert_array_equal(_hf_logits(loaded, ids, px), _hf_logits(ref, ids, px))
+
+
+@pytest.mark.parametrize("name", VISION)
+def test_info_describes_the_language_model(tiny, name):
+    from gemma_edge.summary import describe
+
+    info = describe(tiny(name))
+    text = generator(tiny(name).model, tiny(name).family).config.get_text_config()
+    assert info["layers"] == text.num_hidden_layers and info["hidden_size"] == text.hidden_size
+    assert info["parameters"]["lm_head_tied"] is True
