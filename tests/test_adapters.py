@@ -23,7 +23,7 @@ BASE = "tiny:gemma3_text"
 TARGETS = ["q_proj", "v_proj", "o_proj", "down_proj"]
 
 
-def train_adapter(out: Path, *, steps: int = 8, **lora) -> Path:
+def train_adapter(out: Path, *, steps: int = 8, tokens: int = 257, **lora) -> Path:
     """A LoRA adapter fitted for a few Adam steps on real prose, saved with PEFT."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -31,7 +31,7 @@ def train_adapter(out: Path, *, steps: int = 8, **lora) -> Path:
     from foundation.sources import load_source
 
     ref = load_source(BASE)
-    ids = ref.tokenizer(load_text("builtin:austen_pride_and_prejudice_ch1"))["input_ids"][:257]
+    ids = ref.tokenizer(load_text("builtin:austen_pride_and_prejudice_ch1"))["input_ids"][:tokens]
     x = torch.tensor([ids])
     config = LoraConfig(**{"r": 4, "lora_alpha": 8, "target_modules": TARGETS,
                            "lora_dropout": 0.0, "task_type": "CAUSAL_LM", **lora})
@@ -47,7 +47,8 @@ def train_adapter(out: Path, *, steps: int = 8, **lora) -> Path:
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    assert losses[-1] < losses[0] - 0.5, f"the adapter did not learn: {losses}"
+    if steps >= 8:
+        assert losses[-1] < losses[0] - 0.5, f"the adapter did not learn: {losses}"
     model.save_pretrained(out)
     return out
 
@@ -158,7 +159,11 @@ def test_quantize_reloads_the_adapted_source(adapted_onnx, adapted, tmp_path):
 def test_rslora_and_dora_merge_exactly(tmp_path, lora):
     from foundation.sources import load_source
 
-    path = train_adapter(tmp_path / "adapter", steps=4, **lora)
+    path = train_adapter(tmp_path / "adapter", steps=2, tokens=64, **lora)  # B != 0 after a step
+    from safetensors.numpy import load_file
+
+    assert all(np.abs(v).max() > 0 for k, v in load_file(path / "adapter_model.safetensors").items()
+               if "lora_B" in k), "an untrained B would make the merge check vacuous"
     ref = load_source(BASE, adapter=str(path))
     ids = ref.encode(load_text("builtin:gemma_edge_field_notes"), chat=False)[:64]
     assert np.abs(_logits(ref.model, ids) - _logits(ref.adapter_model, ids)).max() < 1e-4
