@@ -20,21 +20,26 @@ from foundation.formats import FORMATS
 from runtime_check.runner import model_file
 
 
+def ort_session(path: str | Path, threads: int | None = None):
+    """(onnxruntime module, a CPU InferenceSession of `path`) with every graph optimization,
+    as every gemma-edge onnxruntime runner opens its graphs."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise MissingExtraError("onnx", "onnxruntime") from None
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort, ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 class OnnxRunner:
     name = "onnxruntime"
 
     def __init__(self, model: str | Path, *, threads: int | None = None) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise MissingExtraError("onnx", "onnxruntime") from None
         path = model_file(model, FORMATS["onnx"].model_file, "ONNX")
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            options.intra_op_num_threads = threads
-        self._ort = ort
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._ort, self.session = ort_session(path, threads)
         inputs = {i.name: i for i in self.session.get_inputs()}
         self._past_names = [n for n in inputs if n.startswith("past_key_values.")]
         # present.{i}.key/value for past_key_values.{i}.key/value, in the same order

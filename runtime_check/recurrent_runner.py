@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from foundation.errors import GemmaEdgeError, MissingExtraError
+from foundation.errors import GemmaEdgeError
 from foundation.formats import FORMATS
+from runtime_check.onnx_runner import ort_session
 from runtime_check.runner import model_file
 from runtime_check.torch_runner import TorchRunner
 
@@ -32,24 +33,15 @@ class RecurrentOnnxRunner:
     cache_len = None  # the state does not grow: any context fits
 
     def __init__(self, model: str | Path, *, threads: int | None = None) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise MissingExtraError("onnx", "onnxruntime") from None
         path = model_file(model, FORMATS["onnx"].model_file, "ONNX")
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            options.intra_op_num_threads = threads
-        self._ort = ort
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._ort, self.session = ort_session(path, threads)
         self._tensors = state_tensors(self.session)
         if not self._tensors:
             raise GemmaEdgeError(f"{path} has no recurrent state inputs (past_conv.*, "
                                  "past_recurrent.*)", "pass a RecurrentGemma ONNX export "
                                  "(gemma-edge export of a recurrent_gemma source)")
         self.chunk = PREFILL_CHUNK
-        self._zeros = [ort.OrtValue.ortvalue_from_numpy(np.zeros(t["shape"], np.float32))
+        self._zeros = [self._ort.OrtValue.ortvalue_from_numpy(np.zeros(t["shape"], np.float32))
                        for t in self._tensors]
         self.reset()
 

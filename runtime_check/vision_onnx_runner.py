@@ -16,29 +16,23 @@ from pathlib import Path
 import numpy as np
 
 from foundation.artifacts import read_manifest
-from foundation.errors import GemmaEdgeError, MissingExtraError
+from foundation.errors import GemmaEdgeError
 
 
 class VisionOnnxRunner:
     name = "onnxruntime"
 
     def __init__(self, artifact: str | Path, *, threads: int | None = None) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise MissingExtraError("onnx", "onnxruntime") from None
+        from runtime_check.onnx_runner import ort_session
+
         artifact = Path(artifact)
         manifest = read_manifest(artifact)
         if "vision" not in manifest or "graphs" not in manifest:
             raise GemmaEdgeError(f"{artifact} is not a vision export (no vision graphs in its "
                                  "manifest)", "export a vision-language source with --format onnx")
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            options.intra_op_num_threads = threads
-        self.sessions = {name: ort.InferenceSession(str(artifact / graph["file"]), options,
-                                                    providers=["CPUExecutionProvider"])
-                         for name, graph in manifest["graphs"].items()}
+        self.sessions = {}
+        for name, graph in manifest["graphs"].items():
+            _ort, self.sessions[name] = ort_session(artifact / graph["file"], threads)
         self.facts = manifest["vision"]
         facts = manifest["graph"]
         self._past_names = [i.name for i in self.sessions["decoder"].get_inputs()
