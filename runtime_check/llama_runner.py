@@ -147,6 +147,7 @@ class LlamaEngine:
         self.manifest = manifest
         self.runner = LlamaRunner(package_dir, threads=threads)
         self.stops = {ids[0] for ids in self.runner.token_metadata()["stop_token_ids"]}
+        self.bos = self.runner.model.token_bos()  # `gemma-edge bench` times runner.prefill_last
 
     def token_metadata(self) -> dict[str, Any]:
         return self.runner.token_metadata()

@@ -194,6 +194,10 @@ def test_ollama_package_runs_and_stops_like_the_reference(tiny, gguf_export, tmp
         assert "".join(engine.generate(PROMPT, 12)) == expect
     finally:
         engine.close()
+    from runtime_check.engines import benchmark
+
+    timing = benchmark(out, prefill_tokens=16, decode_tokens=4, threads=1)
+    assert timing["engine"] == "llama.cpp" and timing["decode_tokens"] == 4 and timing["decode_tps"] > 0
 
 
 def test_it_modelfile_has_gemmas_turns():
