@@ -30,6 +30,7 @@ class Format:
     export_options: tuple[str, ...] = ()  # CLI/spec options only this format's exporter takes
     tools: tuple[str, ...] = ()  # distributions whose versions its manifests record
     export_tools: tuple[str, ...] = ()  # the converter's, recorded by its export
+    default: bool = True  # built when a spec or `export` names no formats
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,8 @@ FORMATS: MappingProxyType[str, Format] = MappingProxyType({
         exporter="exporter.gguf_export:export_gguf",
         quantizer="quantization.gguf_backend:quantize_gguf",
         runner="runtime_check.llama_runner:LlamaRunner",
-        package="ollama", tools=("gguf", "llama-cpp-python"), export_tools=("gguf",)),
+        package="ollama", tools=("gguf", "llama-cpp-python"), export_tools=("gguf",),
+        default=False),  # its fp32 check misses the 1e-3 gate in llama.cpp (docs/gguf.md)
 })
 
 PACKAGE_KINDS: MappingProxyType[str, PackageKind] = MappingProxyType({
@@ -91,6 +93,10 @@ PACKAGE_KINDS: MappingProxyType[str, PackageKind] = MappingProxyType({
         engine="runtime_check.web_engine:WebEngine",
         tools=("onnx",)),
 })
+
+
+def default_formats() -> list[str]:
+    return [name for name, entry in FORMATS.items() if entry.default]
 
 
 def get_format(name: str | None, what: str = "format") -> Format:

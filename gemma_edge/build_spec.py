@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from foundation.errors import GemmaEdgeError
-from foundation.formats import FORMATS
+from foundation.formats import FORMATS, default_formats
 
 # [check] keys and their types; every one of them is part of the check stage's key
 CHECK_OPTIONS = {"text": str, "max_tokens": int, "greedy_tokens": int, "latency": bool}
@@ -78,7 +78,7 @@ class BuildSpec:
             if key in data and not isinstance(data[key], kind):
                 raise GemmaEdgeError(f"build spec {path}: {key} must be a {_TYPE_NAMES[kind]}, "
                                      f"not {data[key]!r}", "see gemma-edge.toml for an example")
-        formats = [str(f) for f in data.get("formats", list(FORMATS))]
+        formats = [str(f) for f in data.get("formats", default_formats())]
         from foundation.adapters import with_adapter  # adapter = "DIR": a LoRA merged in
 
         spec = cls(source=with_adapter(data["source"], data.get("adapter")),

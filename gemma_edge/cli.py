@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", metavar="SOURCE", help=SOURCE_HELP)
     p.add_argument("--adapter", metavar="DIR", help=ADAPTER_HELP)
     p.add_argument("--format", default="tflite,onnx",
-                   help="comma-separated: " + ", ".join(FORMATS) + " (default: all)")
+                   help="comma-separated: " + ", ".join(FORMATS) + " (default: tflite,onnx)")
     p.add_argument("--out", required=True, help="build directory; writes OUT/<format>/")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export")
     p.add_argument("--prefill-lengths", type=_int_list, default=None,
