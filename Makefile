@@ -15,7 +15,10 @@ install: $(STAMP)
 $(STAMP): pyproject.toml android_demo/package.json exporter/web/package.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[all]'
+	@# llama-cpp-python (the gguf extra) compiles llama.cpp: both cores, and without the
+	@# multimodal library, which the llama.cpp runner never loads
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF" CMAKE_BUILD_PARALLEL_LEVEL=2 \
+		$(PY) -m pip install -q --disable-pip-version-check -e '.[all]'
 	@# keras-hub without its deps: they name tensorflow-text, whose wheel pulls the full
 	@# tensorflow over tensorflow-cpu; Gemma presets need neither (tests/test_keras_source.py)
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps keras-hub==0.32.0
