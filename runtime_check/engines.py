@@ -120,8 +120,6 @@ class GenaiEngine:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
 
     def generate(self, prompt: str, max_new_tokens: int, *, chat: bool = False) -> Iterator[str]:
-        import numpy as np
-
         if chat:
             from foundation.chat import format_chat
 
@@ -132,21 +130,10 @@ class GenaiEngine:
         ids = [self.bos, *self.tokenize(text)]
         self.runner.reset()
         logits = self.runner.prefill_last(ids)
-        out: list[int] = []
-        shown = ""
-        for _ in range(max_new_tokens):
-            token = int(np.argmax(logits))
-            if token in self.stops:
-                break
-            out.append(token)
-            text = self.tokenizer.decode(out)
-            if len(text) > len(shown) and not text.endswith("\ufffd"):  # wait for whole chars
-                yield text[len(shown):]
-                shown = text
-            logits = self.runner.decode(token)
-        text = self.tokenizer.decode(out)
-        if len(text) > len(shown):
-            yield text[len(shown):]
+        from runtime_check.generation import stream_pieces
+
+        yield from stream_pieces(logits, self.runner.decode, self.tokenizer.decode, self.stops,
+                                 max_new_tokens)
 
     def close(self) -> None:
         self.runner.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from runtime_check.runner import Runner, greedy_generate
 
@@ -20,3 +20,27 @@ def stream_text(runner: Runner, tokenizer, prompt_ids: Sequence[int], max_new_to
             continue
         yield token, text[len(shown):]
         shown = text
+
+
+def stream_pieces(logits, decode: Callable[[int], object], detokenize: Callable[[list], str],
+                  stop_ids, max_new_tokens: int) -> Iterator[str]:
+    """Greedy from a prompt's last logits, as the package engines run it: yield new text as
+    soon as it ends on a whole character, then whatever is left. decode(token) gives the
+    next logits; detokenize(ids) the text of the tokens so far."""
+    import numpy as np
+
+    out: list[int] = []
+    shown = ""
+    for _ in range(max_new_tokens):
+        token = int(np.argmax(logits))
+        if token in stop_ids:
+            break
+        out.append(token)
+        text = detokenize(out)
+        if len(text) > len(shown) and not text.endswith("\ufffd"):  # wait for whole chars
+            yield text[len(shown):]
+            shown = text
+        logits = decode(token)
+    text = detokenize(out)
+    if len(text) > len(shown):
+        yield text[len(shown):]

@@ -164,21 +164,10 @@ class LlamaEngine:
         ids = self.runner.tokenize(prompt, add_bos=True)
         self.runner.reset()
         logits = self.runner.prefill_last(ids)
-        out: list[int] = []
-        shown = ""
-        for _ in range(max_new_tokens):
-            token = int(np.argmax(logits))
-            if token in self.stops:
-                break
-            out.append(token)
-            text = self.runner.detokenize(out)
-            if len(text) > len(shown) and not text.endswith("\ufffd"):
-                yield text[len(shown):]
-                shown = text
-            logits = self.runner.decode(token)
-        text = self.runner.detokenize(out)
-        if len(text) > len(shown):
-            yield text[len(shown):]
+        from runtime_check.generation import stream_pieces
+
+        yield from stream_pieces(logits, self.runner.decode, self.runner.detokenize, self.stops,
+                                 max_new_tokens)
 
     def close(self) -> None:
         self.runner.close()
