@@ -17,7 +17,7 @@ import numpy as np
 
 from foundation.errors import MissingExtraError
 from foundation.formats import FORMATS
-from runtime_check.runner import model_file
+from runtime_check.runner import StepRunner, model_file
 
 
 def ort_session(path: str | Path, threads: int | None = None):
@@ -34,7 +34,7 @@ def ort_session(path: str | Path, threads: int | None = None):
     return ort, ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-class OnnxRunner:
+class OnnxRunner(StepRunner):
     name = "onnxruntime"
 
     def __init__(self, model: str | Path, *, threads: int | None = None) -> None:
@@ -95,16 +95,6 @@ class OnnxRunner:
             self._past = list(outputs[1:])
         self._pos += n
         return outputs[0].numpy()[0]
-
-    @property
-    def cached_tokens(self) -> int:
-        return self._pos
-
-    def prefill(self, token_ids: Sequence[int]) -> np.ndarray:
-        return self._step(list(token_ids))
-
-    def decode(self, token_id: int) -> np.ndarray:
-        return self._step([int(token_id)])[0]
 
     def close(self) -> None:
         self._past = []

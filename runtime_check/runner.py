@@ -94,3 +94,23 @@ def teacher_forced_logits(runner: Runner, token_ids: Sequence[int], prefill_len:
     if stop < len(token_ids):
         rows.append(runner.prefill(list(token_ids[stop:])))
     return np.concatenate(rows, axis=0)
+
+
+class StepRunner:
+    """The runner protocol's token calls for a runner whose `_step(ids)` runs the graph on
+    the next tokens (advancing `_pos`) and returns their logits [n, vocab]."""
+
+    _pos = 0
+
+    def _step(self, token_ids: list[int]) -> np.ndarray:
+        raise NotImplementedError
+
+    @property
+    def cached_tokens(self) -> int:
+        return self._pos
+
+    def prefill(self, token_ids: Sequence[int]) -> np.ndarray:
+        return self._step(list(token_ids))
+
+    def decode(self, token_id: int) -> np.ndarray:
+        return self._step([int(token_id)])[0]

@@ -17,9 +17,10 @@ import numpy as np
 
 from foundation.artifacts import read_manifest
 from foundation.errors import GemmaEdgeError
+from runtime_check.runner import StepRunner
 
 
-class VisionOnnxRunner:
+class VisionOnnxRunner(StepRunner):
     name = "onnxruntime"
 
     def __init__(self, artifact: str | Path, *, threads: int | None = None) -> None:
@@ -94,16 +95,6 @@ class VisionOnnxRunner:
         self._past = present
         self._pos += n
         return logits[0]
-
-    @property
-    def cached_tokens(self) -> int:
-        return self._pos
-
-    def prefill(self, token_ids: Sequence[int]) -> np.ndarray:
-        return self._step(list(token_ids))
-
-    def decode(self, token_id: int) -> np.ndarray:
-        return self._step([int(token_id)])[0]
 
     def close(self) -> None:
         self.sessions = {}
