@@ -6,8 +6,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from runtime_check.runner import StepRunner
 
-class TorchRunner:
+
+class TorchRunner(StepRunner):
     """Runs a transformers Gemma causal LM with an explicit KV cache, fp32 on the CPU."""
 
     name = "torch"
@@ -44,12 +46,6 @@ class TorchRunner:
             )
         self._pos += n
         return out.logits[0].float().numpy()
-
-    def prefill(self, token_ids: Sequence[int]) -> np.ndarray:
-        return self._step(token_ids)
-
-    def decode(self, token_id: int) -> np.ndarray:
-        return self._step([int(token_id)])[0]
 
     def close(self) -> None:
         self.reset()

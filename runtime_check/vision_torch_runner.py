@@ -14,9 +14,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from foundation.vision_prompt import generator
+from runtime_check.runner import StepRunner
 
 
-class TorchVisionRunner:
+class TorchVisionRunner(StepRunner):
     name = "torch"
 
     def __init__(self, model, *, threads: int | None = None, family=None) -> None:
@@ -77,12 +78,6 @@ class TorchVisionRunner:
                              **kwargs)
         self._pos += n
         return out.logits[0].float().numpy()
-
-    def prefill(self, token_ids: Sequence[int]) -> np.ndarray:
-        return self._step(token_ids)
-
-    def decode(self, token_id: int) -> np.ndarray:
-        return self._step([int(token_id)])[0]
 
     def close(self) -> None:
         self.reset()
