@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from foundation.errors import SourceError
-from foundation.vision_families import VISION_FAMILIES
+from foundation.vision_families import TINY_TEXT, VISION_FAMILIES
 
 # One turn format serves Gemma 1, 2 and 3 (and CodeGemma IT). A system message is
 # folded into the first user turn, as Gemma 3's own template does; Gemma has no
@@ -42,16 +42,7 @@ GEMMA_CHAT_TEMPLATE = (
 
 # Tiny configs: small enough for sub-second tests, shaped like the real thing
 # (GQA, several layers, a sliding window of a few tokens so tests cross it).
-_TINY_COMMON = {
-    "hidden_size": 128,  # every Linear's K divisible by 128, the largest quantization block
-    "intermediate_size": 256,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "head_dim": 32,
-    "max_position_embeddings": 512,
-    "initializer_range": 0.1,
-    "tie_word_embeddings": True,
-}
+_TINY_COMMON = {**TINY_TEXT, "tie_word_embeddings": True}
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,9 @@ on and what differs between the three (docs/vision.md):
 
 from __future__ import annotations
 
-_TINY_TEXT = {
-    "hidden_size": 128,
+# The tiny text shape every family's tiny config starts from (foundation.families uses it too)
+TINY_TEXT = {
+    "hidden_size": 128,  # every Linear's K divisible by 128, the largest quantization block
     "intermediate_size": 256,
     "num_attention_heads": 4,
     "num_key_value_heads": 2,
@@ -55,7 +56,7 @@ _GEMMA3_VISION = {
 }
 _GEMMA3_TINY = {
     "text_config": {
-        **_TINY_TEXT,
+        **TINY_TEXT,
         "model_type": "gemma3_text",
         "num_hidden_layers": 4,
         "num_key_value_heads": 1,
@@ -94,7 +95,7 @@ VISION_FAMILIES: tuple[dict, ...] = (
                    "sandwich_norm"),
         "tiny_config": {
             "text_config": {
-                **_TINY_TEXT,
+                **TINY_TEXT,
                 "model_type": "gemma2",
                 "num_hidden_layers": 4,
                 "sliding_window": 6,
