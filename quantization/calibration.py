@@ -11,6 +11,7 @@ English technical prose with some code) — nothing is downloaded.
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -58,48 +59,69 @@ def calibration_batches(ref, spec: str = DEFAULT_CALIBRATION, *, tokens: int = 4
 
 
 def collect_hessians(model, batches: list[list[int]], names: list[str]) -> dict[str, Any]:
-    """H = Σ xxᵀ over every token of `batches` for the input of each named Linear.
+    """H = Σ xxᵀ over every token of `batches` for the input of each named Linear, from one
+    forward pass holding all of them (quantization.layer_calibration yields the same
+    matrices one decoder layer at a time, for models whose Hessians do not fit).
 
     Linears reading the same tensor (q/k/v, gate/up) share one matrix (the same array
     object, so work derived from it, like GPTQ's inverse, is done once: see gptq.Factors).
     """
     import torch
 
+    # The LM head's input is the base model's (normed) last hidden state: fed directly,
+    # which skips the 262k-wide logits of every calibration token.
+    head = "lm_head" in names and hasattr(model, "model")
+    with hessian_hooks(model, [n for n in names if not (head and n == "lm_head")]) as acc, \
+            torch.no_grad():
+        for batch in batches:
+            if head:
+                out = model.model(input_ids=torch.tensor([batch]), use_cache=False)
+                acc.feed("lm_head", out.last_hidden_state)
+            else:
+                model(input_ids=torch.tensor([batch]), use_cache=False)
+    return acc.result(names)
+
+
+class _Hessians:
+    """Running Σ xxᵀ per input (q/k/v and gate/up share one) and token counts."""
+
+    def __init__(self):
+        self.sums: dict[str, Any] = {}
+        self.counts: dict[str, int] = {}
+
+    def feed(self, key: str, x) -> None:
+        import torch
+
+        # float32 within a window (BLAS-fast), float64 across windows
+        x = x.detach().reshape(-1, x.shape[-1]).float()
+        h = (x.T @ x).to(torch.float64)
+        self.sums[key] = self.sums[key] + h if key in self.sums else h
+        self.counts[key] = self.counts.get(key, 0) + x.shape[0]
+
+    def result(self, names: list[str]) -> dict[str, Any]:
+        shared = {key: (h / self.counts[key]).numpy() for key, h in self.sums.items()}
+        return {name: shared[_alias(name, names)] for name in names}  # aliases share one array
+
+
+def _alias(name: str, names: list[str]) -> str:
+    key = name.replace("k_proj", "q_proj").replace("v_proj", "q_proj").replace("up_proj", "gate_proj")
+    return key if key in names else name
+
+
+@contextmanager
+def hessian_hooks(model, names: list[str]):
+    """Hooks accumulating the input Hessians of the named Linears while the block runs;
+    yields the accumulator (`.feed(name, x)` adds an input by hand, `.result(names)`)."""
     modules = dict(model.named_modules())
-    hessians: dict[str, torch.Tensor] = {}
-    counts: dict[str, int] = {}
-    alias: dict[str, str] = {}
+    acc = _Hessians()
     hooks = []
-    head_hook = None
     for name in names:
-        key = name.replace("k_proj", "q_proj").replace("v_proj", "q_proj").replace("up_proj", "gate_proj")
-        alias[name] = key
-        if key != name and key in names:
-            continue
-
-        def hook(_module, args, key=key):
-            # float32 within a window (BLAS-fast), float64 across windows
-            x = args[0].detach().reshape(-1, args[0].shape[-1]).float()
-            h = (x.T @ x).to(torch.float64)
-            hessians[key] = hessians[key] + h if key in hessians else h
-            counts[key] = counts.get(key, 0) + x.shape[0]
-
-        if name == "lm_head" and hasattr(model, "model"):
-            # The LM head's input is the base model's (normed) last hidden state: fed to this
-            # hook below, which skips the 262k-wide logits of every calibration token.
-            head_hook = hook
-            continue
-        hooks.append(modules[name].register_forward_pre_hook(hook))
+        key = _alias(name, names)
+        if key == name:
+            hooks.append(modules[name].register_forward_pre_hook(
+                lambda _module, args, key=key: acc.feed(key, args[0])))
     try:
-        with torch.no_grad():
-            for batch in batches:
-                if head_hook:
-                    out = model.model(input_ids=torch.tensor([batch]), use_cache=False)
-                    head_hook(None, (out.last_hidden_state,))
-                else:
-                    model(input_ids=torch.tensor([batch]), use_cache=False)
+        yield acc
     finally:
         for h in hooks:
             h.remove()
-    shared = {key: (h / counts[key]).numpy() for key, h in hessians.items()}
-    return {name: shared[alias[name]] for name in names}  # aliases share one array

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -80,73 +81,123 @@ def linear_names(model) -> list[str]:
 
 def quantize_weights(ref, recipe: Recipe, fmt: str, *, calibration: str | None = None,
                      calibration_tokens: int = 4096, progress: bool = True,
-                     head_parts: int = 0) -> dict[str, QuantizedWeight]:
+                     head_parts: int = 0, stream_layers: bool | None = None
+                     ) -> dict[str, QuantizedWeight]:
     """Every Linear of `ref.model` quantized as `recipe` says for `fmt`.
 
     head_parts: the column width of a LiteRT export's LM head parts (0: one tensor). The
-    head is then quantized per output row of each part: blocks of that width."""
+    head is then quantized per output row of each part: blocks of that width.
+    stream_layers: calibrate one decoder layer at a time (None: when all Hessians at once
+    would pass HESSIAN_BUDGET bytes; see quantization/layer_calibration.py)."""
     from tqdm import tqdm
 
     from quantization.calibration import DEFAULT_CALIBRATION
-    from quantization.gptq import gptq_factors, gptq_quantize, output_error, weight_error
 
     model = ref.model
     modules = dict(model.named_modules())
     names = linear_names(model)
-    hessians, factors = {}, {}
+    stats = Calibration({})
     if recipe.calibrated:
-        stats = _calibration(ref, calibration or DEFAULT_CALIBRATION, calibration_tokens, names)
-        hessians, factors = stats.hessians, stats.factors
+        stats = _calibration(ref, calibration or DEFAULT_CALIBRATION, calibration_tokens, names,
+                             stream=stream_layers)
     out = {}
-    for name in tqdm(names, desc=f"quantize {recipe.name}", unit="tensor", disable=not progress,
-                     leave=False):
-        spec = recipe.spec_for(name)
-        weight = modules[name].weight.detach().float().numpy()
-        split = head_parts and name == HEAD
-        grid = grid_for(fmt, spec.bits, head_parts if split else spec.block(fmt))
-        if split:  # each part is per channel: float32 row scales, not int4's bf16 block scales
-            grid = Grid(grid.bits, grid.block, grid.signed_min, bf16_scales=False)
+    bar = tqdm(total=len(names), desc=f"quantize {recipe.name}", unit="tensor",
+               disable=not progress, leave=False)
+    for group, hessians, factors in stats.groups(names):
+        for name in group:
+            out[name] = _decide(ref, modules[name].weight, name, recipe.spec_for(name), fmt,
+                                head_parts, hessians, factors, stats.key)
+            bar.update()
+    bar.close()
+    return {name: out[name] for name in names}
 
-        def decide(name=name, weight=weight, grid=grid, spec=spec, split=split):
-            if spec.method == "gptq":
-                key = id(hessians[name])  # q/k/v and gate/up share one Hessian array
-                if key not in factors:
-                    factors[key] = gptq_factors(hessians[name])
-                codes, scales = gptq_quantize(weight, None, grid, factors=factors[key])
-            else:
-                codes, scales = quantize_rtn(weight, grid)
-            err = output_error(weight, codes, scales, hessians[name]) if name in hessians else None
-            qw = QuantizedWeight(name, grid, codes, scales, spec.method, weight_hash(weight), err,
-                                 weight.ravel()[:: _PROBE_STRIDE(weight.size)].copy(),
-                                 weight_error(weight, codes, scales))
-            if split:
-                qw.parts = column_parts(qw, weight)
-            return qw
 
-        # Recipes of one run that give a weight the same grid and rounding (LiteRT's int8-dynamic
-        # and int4-calibrated share the head's int8 GPTQ) decide it once.
-        calibration_id = id(hessians[name]) if name in hessians else None
-        out[name] = ref.memoized("weight", (name, grid, spec.method, calibration_id), decide)
-    return out
+def _decide(ref, param, name, spec, fmt, head_parts, hessians, factors, calibration_key):
+    from quantization.gptq import gptq_factors, gptq_quantize, output_error, weight_error
+
+    weight = param.detach().float().numpy()
+    split = head_parts and name == HEAD
+    grid = grid_for(fmt, spec.bits, head_parts if split else spec.block(fmt))
+    if split:  # each part is per channel: float32 row scales, not int4's bf16 block scales
+        grid = Grid(grid.bits, grid.block, grid.signed_min, bf16_scales=False)
+
+    def decide():
+        if spec.method == "gptq":
+            key = id(hessians[name])  # q/k/v and gate/up share one Hessian array
+            if key not in factors:
+                factors[key] = gptq_factors(hessians[name])
+            codes, scales = gptq_quantize(weight, None, grid, factors=factors[key])
+        else:
+            codes, scales = quantize_rtn(weight, grid)
+        err = output_error(weight, codes, scales, hessians[name]) if name in hessians else None
+        qw = QuantizedWeight(name, grid, codes, scales, spec.method, weight_hash(weight), err,
+                             weight.ravel()[:: _PROBE_STRIDE(weight.size)].copy(),
+                             weight_error(weight, codes, scales))
+        if split:
+            qw.parts = column_parts(qw, weight)
+        return qw
+
+    # Recipes of one run that give a weight the same grid and rounding (LiteRT's int8-dynamic
+    # and int4-calibrated share the head's int8 GPTQ) decide it once.
+    calibration_id = calibration_key if name in hessians else None
+    return ref.memoized("weight", (name, grid, spec.method, calibration_id), decide)
+
+
+# All Hessians at once up to this many bytes (the 270M's: 0.9 GB; the 1B's: 10.5 GB)
+HESSIAN_BUDGET = 2 << 30
 
 
 @dataclass
 class Calibration:
     """What calibration text tells about a model: each Linear's input Hessian, and the GPTQ
-    factors derived from them (filled as recipes need them)."""
+    factors derived from them (filled as recipes need them). Streamed (`layers` set), the
+    Hessians come one decoder layer at a time and are dropped after use."""
     hessians: dict
     factors: dict = field(default_factory=dict)
+    key: tuple | None = None  # (calibration text, tokens): what the weights' memo keys on
+    layers: Callable[[], Iterator[dict]] | None = None
+
+    def groups(self, names: list[str]) -> Iterator[tuple[list[str], dict, dict]]:
+        """(names, their Hessians, a GPTQ factor cache) in model order."""
+        if self.layers is None:
+            yield names, self.hessians, self.factors
+            return
+        done = set()
+        for hessians in self.layers():
+            group = [n for n in names if n in hessians]
+            done.update(group)
+            yield group, hessians, {}
+        yield [n for n in names if n not in done], {}, {}
 
 
-def _calibration(ref, spec: str, tokens: int, names: list[str]) -> Calibration:
+def _calibration(ref, spec: str, tokens: int, names: list[str], *,
+                 stream: bool | None = None) -> Calibration:
     """Hessians of every Linear's input on the calibration text, and a cache for the GPTQ
     factors derived from them: computed once per loaded model, so one `quantize` run (what a
-    build runs, over every format's export) collects and inverts them once for all recipes."""
+    build runs, over every format's export) collects and inverts them once for all recipes.
+    Streamed, only the (small) capture of the first layer's inputs is kept between recipes."""
     from quantization.calibration import calibration_batches, collect_hessians
+    from quantization.layer_calibration import capture, hessian_bytes, layer_hessians, streamable
 
-    def collect() -> Calibration:
-        batches = calibration_batches(ref, spec, tokens=tokens)
-        log.info("calibration: %d windows, %d tokens", len(batches), sum(map(len, batches)))
-        return Calibration(collect_hessians(ref.model, batches, names))
+    def batches():
+        found = calibration_batches(ref, spec, tokens=tokens)
+        log.info("calibration: %d windows, %d tokens", len(found), sum(map(len, found)))
+        return found
 
-    return ref.memoized("calibration", (spec, tokens), collect)
+    if stream is None:
+        stream = hessian_bytes(ref.model, names) > HESSIAN_BUDGET and streamable(ref.model, names)
+    if stream:
+        def captured():
+            windows = batches()
+            return windows, capture(ref.model, windows)
+
+        def layers():
+            windows, inputs = ref.memoized("calibration-capture", (spec, tokens), captured)
+            return layer_hessians(ref.model, windows, names, captured=inputs)
+
+        log.info("calibration: one decoder layer at a time (%.1f GB of Hessians at once)",
+                 hessian_bytes(ref.model, names) / 1e9)
+        return Calibration({}, key=(spec, tokens), layers=layers)
+    return ref.memoized("calibration", (spec, tokens),
+                        lambda: Calibration(collect_hessians(ref.model, batches(), names),
+                                            key=(spec, tokens)))
