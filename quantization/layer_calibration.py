@@ -79,17 +79,16 @@ def capture(model, batches: list[list[int]]) -> tuple[list, list[list]]:
     calls: list[list] = [[] for _ in layers]
     inputs: list = []
     first = layers[0].register_forward_pre_hook(lambda _m, args: inputs.append(args[0].detach()))
-    saved = [layer.forward for layer in layers]
-    for layer, layer_calls in zip(layers, calls):
-        layer.forward = _Recorder(layer_calls)
+    for layer, layer_calls in zip(layers, calls, strict=True):
+        layer.forward = _Recorder(layer_calls)  # an instance attribute over the class's method
     try:
         with torch.no_grad():
             for batch in batches:
                 base(input_ids=torch.tensor([batch]), use_cache=False)
     finally:
         first.remove()
-        for layer, forward in zip(layers, saved):
-            layer.forward = forward
+        for layer in layers:
+            del layer.forward
     return inputs, calls
 
 
