@@ -119,7 +119,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
                 state = "up to date" if row["fresh"] else "to run"
                 print(f"{state:<10}  {row['name']}: {row['reason']}")
         return EXIT_OK
-    if args.stage:
+    if args.stage is not None:  # "" too: find_stage refuses it, a full build must not run
         return _build_stage(args)
     if args.store:
         raise GemmaEdgeError("--store goes with --stage", "add --stage NAME (see --plan)")

@@ -704,6 +704,7 @@ SOURCES = {
     "nonexistent-path": (src_const("{tmp}/no-such-checkpoint"), ["does not exist"]),
     "builtin-nope": (src_const("builtin:nope"), ["nope"]),
     "tiny-nope": (src_const("tiny:nope"), ["nope"]),
+    "random-nope": (src_const("random:nope"), ["nope", "random:gemma3-1b"]),
     "fake-gguf": (src_fake_gguf, ["GGUF"]),
     "not-a-model-file": (src_other_file, [named("weights.txt")]),
 }
@@ -1090,6 +1091,49 @@ def test_build_spec_control(ctx, capsys):
     """spec: the base spec itself is fine (its plan runs; the cases above break one thing)."""
     spec = ctx.write("spec.toml", spec_text())
     invoke(ctx, ["build", spec, "--plan", "-q"], capsys).check(0)
+
+
+# --------------------------------------------------------------------------------------
+# 7. stage: `build SPEC --stage NAME [--store DIR]`, the unit a CI matrix runs per machine
+# --------------------------------------------------------------------------------------
+
+def _store_file(c: Ctx) -> list:
+    c.write("afile", "a user's file\n")
+    return ["--stage", "export onnx", "--store", c / "afile"]
+
+
+STAGE_CASES = {
+    "unknown-name": (lambda c: ["--stage", "nope"], ["nope", "--plan"]),
+    "empty-name": (lambda c: ["--stage", ""], ["stage", "--plan"]),
+    "store-is-a-file": (_store_file, [named("afile"), "directory"]),
+    "input-not-made": (lambda c: ["--stage", "check onnx"], ["export onnx", "--store"]),
+    "input-not-in-the-store": (lambda c: ["--stage", "check onnx", "--store", c / "store"],
+                               ["export onnx", "store"]),
+}
+
+
+@pytest.mark.parametrize("name", list(STAGE_CASES), ids=[f"stage-{n}" for n in STAGE_CASES])
+def test_build_stage(ctx, capsys, name):
+    make, words = STAGE_CASES[name]
+    spec = ctx.write("spec.toml", spec_text())
+    args = make(ctx)
+    invoke(ctx, ["build", spec, *args, "-q"], capsys).check(2, words)
+    assert not (ctx / "out").exists() and not (ctx / "store").exists()
+
+
+def test_build_stage_refuses_a_tampered_store_entry(ctx, capsys):
+    """stage: an entry another machine put in the store is verified before a stage reads it;
+    a flipped byte is refused in one line naming the entry, and nothing runs on it."""
+    spec = ctx.write("spec.toml", spec_text())
+    store = ctx / "store"
+    invoke(ctx, ["build", spec, "--stage", "export onnx", "--store", store, "-q"], capsys).check(
+        0, unchanged=False)
+    [entry] = [p for p in store.iterdir() if not p.name.startswith(".")]
+    shutil.rmtree(ctx / "out")
+    mutate(entry / "output", "flip", "model.onnx.data")
+    outcome = invoke(ctx, ["build", spec, "--stage", "check onnx", "--store", store, "-q"], capsys)
+    outcome.check(2, [entry.name, "does not verify", "delete"], unchanged=False)
+    assert not (ctx / "out" / "onnx").exists()
 
 
 # --------------------------------------------------------------------------------------
