@@ -6,12 +6,14 @@ text), and decode tokens/s (2 threads, warm-up + median of N). Ours run in their
 runtime through our runners (onnxruntime, LiteRT interpreter); the builder's int4 runs
 in onnxruntime-genai (teacher-forced one token at a time for parity).
 
-usage: python bench/quantize_matrix.py --build build [--formats onnx,tflite]
+usage: python bench/quantize_matrix.py --build build[,build2...] [--formats onnx,tflite]
        [--recipes int8,int8-calibrated,...] [--no-peer] [--redo]
 (quantize time per recipe is its process's wall time divided by the recipes it made)
 Needs fp32 exports in BUILD/onnx and BUILD/tflite (gemma-edge export ... --out BUILD). For
 LiteRT with the head in column parts, export into another BUILD with --head-block 64 and
-run --formats tflite there (the head's grid is in each row's label).
+run --formats tflite there (the head's grid is in each row's label). Several builds (e.g.
+an unrotated and a rotated export: `export --format onnx --no-rotate` / `--rotate`) are
+measured in one run against one reference, each row labelled with its build.
 """
 
 from __future__ import annotations
@@ -52,6 +54,27 @@ def decode_tps(runner, ids: list[int], steps: int, reps: int) -> float:
         if rep:
             rates.append(steps / (time.perf_counter() - start))
     return median_p90(rates)["median"]
+
+
+def step_ms_side_by_side(dirs: list[Path], ids: list[int], steps: int, reps: int) -> list[float]:
+    """Median decode ms per step of each artifact, the runners open at once and timed in
+    turn (rep by rep), so machine load falls on all alike: what a rotation costs per step."""
+    from runtime_check.open_runner import open_runner
+
+    runners = [open_runner(d, threads=THREADS) for d in dirs]
+    times: list[list[float]] = [[] for _ in dirs]
+    for rep in range(reps + 1):
+        for runner, got in zip(runners, times, strict=True):
+            runner.reset()
+            token = int(np.argmax(runner.prefill(ids)[-1]))
+            start = time.perf_counter()
+            for _ in range(steps):
+                token = int(np.argmax(runner.decode(token)))
+            if rep:
+                got.append(1000 * (time.perf_counter() - start) / steps)
+    for runner in runners:
+        runner.close()
+    return [float(np.median(t)) for t in times]
 
 
 def evaluate(runner, base: np.ndarray, ids: list[int], split: int, reps: int) -> dict:
@@ -111,7 +134,7 @@ def main() -> None:
     from runtime_check.runner import teacher_forced_logits
     from runtime_check.torch_runner import TorchRunner
 
-    build = Path(args.build)
+    builds = [Path(b) for b in args.build.split(",")]
     ref = load_source(args.source)
     ids = ref.encode(" ".join(load_text(f"builtin:{n}") for n in EVAL))[: args.tokens]
     split = 128
@@ -120,14 +143,17 @@ def main() -> None:
     del ref
 
     rows = []
-    for fmt in args.formats.split(","):
+    for build, fmt in [(b, f) for b in builds for f in args.formats.split(",")]:
         offered = [r for r in args.recipes.split(",") if fmt not in RECIPES[r].refused]
         costs = quantize(build, fmt, offered, args.redo)
+        label = f" [{build.name}]" if len(builds) > 1 else ""
         for recipe in offered:
             cost = costs[recipe]
             runner = open_runner(build / f"{fmt}-{recipe}", threads=THREADS)
-            quant = json.loads((build / f"{fmt}-{recipe}" / "manifest.json").read_text())["quantization"]
-            row = {"artifact": f"ours {fmt} {recipe} (head {quant['head']['grid']})", "runtime": runner.name,
+            made = json.loads((build / f"{fmt}-{recipe}" / "manifest.json").read_text())
+            quant, rotated = made["quantization"], made["graph"].get("rotation")
+            row = {"artifact": f"ours {fmt} {recipe} (head {quant['head']['grid']}"
+                               f"{', rotated' if rotated else ''}){label}", "runtime": runner.name,
                    "mib": model_bytes(build / f"{fmt}-{recipe}") / 2**20, **cost,
                    **evaluate(runner, base, ids, split, args.reps)}
             runner.close()
@@ -136,7 +162,7 @@ def main() -> None:
     if not args.no_peer:
         from runtime_check.genai_runner import GenaiRunner
 
-        peer_dir = build / "peer-genai-builder-int4"
+        peer_dir = builds[0] / "peer-genai-builder-int4"
         cost = build_peer(checkpoint, peer_dir)
         runner = GenaiRunner(peer_dir, threads=THREADS)
         row = {"artifact": "onnxruntime-genai builder int4 (acc. level 4)", "runtime": runner.name,
@@ -145,6 +171,14 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
 
+    if len(builds) > 1:  # the decode step's cost of each build against the first's, same run
+        for name in ["fp32"] + [r for r in args.recipes.split(",") if "onnx" in args.formats]:
+            dirs = [b / ("onnx" if name == "fp32" else f"onnx-{name}") for b in builds]
+            if all(d.exists() for d in dirs):
+                ms = step_ms_side_by_side(dirs, ids[:32], 64, args.reps)
+                print(f"onnx {name} decode ms/step (64 steps after 32, median of {args.reps}, "
+                      f"in turn): " + ", ".join(f"{b.name} {m:.2f} ({m / ms[0]:.3f}x)"
+                                               for b, m in zip(builds, ms, strict=True)), flush=True)
     print(f"\n{len(ids)} held-out tokens ({' + '.join(EVAL)}), {THREADS} threads, "
           f"decode median of {args.reps} x 32 tokens\n")
     print("| artifact | runtime | MiB | mean KLD | p99 KLD | top-1 % | PPL ratio | decode tok/s |")

@@ -49,7 +49,8 @@ class OnnxCacheDecoder(CacheDecoder):
         normed, _mean, _inv_std, h = torch.onnx.ops.symbolic_multi_out(
             SKIP_NORM_OP, [x, residual, 1.0 + norm.weight.float()], {"epsilon": float(norm.eps)},
             dtypes=[x.dtype] * 4, shapes=[x.shape, stats, stats, x.shape], version=1)
-        return h, normed
+        rotation = getattr(norm, "gemma_edge_rotation", None)  # a rotated export's (onnx_export.py)
+        return h, normed if rotation is None else rotation.apply(normed)
 
     def _attention(self, layer, x, cos_sin, masking, update_cache):
         if not torch.onnx.is_in_onnx_export():

@@ -24,12 +24,15 @@ log = logging.getLogger("gemma_edge")
 MODEL_FILE = FORMATS["onnx"].model_file
 DATA_FILE = "model.onnx.data"
 OPSET = 23  # RotaryEmbedding became a standard op in 23
+ROTATE = False  # the default of export_onnx's rotate
 
 
 def export_onnx(ref: ReferenceModel, out_dir: str | Path, *, overwrite: bool = False,
-                record: dict[str, Any] | None = None) -> dict[str, Any]:
+                record: dict[str, Any] | None = None, rotate: bool | None = None) -> dict[str, Any]:
     """Write OUT_DIR/{model.onnx, model.onnx.data, tokenizer files, manifest.json};
-    `record` goes into the manifest as it is (a build's stage key)."""
+    `record` goes into the manifest as it is (a build's stage key).
+    rotate: rotate the weights' input spaces (foundation/rotation.py, as the LiteRT export
+    does), so int4/int8 blocks lose less; the same function in float (None: ROTATE)."""
     require_extra("onnx", {"onnx": "onnx", "onnxscript": "onnxscript", "onnxruntime": "onnxruntime"})
     import torch
 
@@ -42,7 +45,12 @@ def export_onnx(ref: ReferenceModel, out_dir: str | Path, *, overwrite: bool = F
     if out_dir.exists() and not overwrite:
         raise GemmaEdgeError(f"{out_dir} already exists", "pass --overwrite or choose another --out")
     started = time.time()
-    decoder = OnnxCacheDecoder(ref.model, ref.family).eval()
+    from foundation.rotation import apply_to_decoder, rotated_copy
+
+    rotate = ROTATE if rotate is None else bool(rotate)
+    model, rotation = rotated_copy(ref.model) if rotate else (ref.model, None)
+    decoder = OnnxCacheDecoder(model, ref.family).eval()
+    apply_to_decoder(decoder)  # norms feeding Linears: SkipSimplifiedLayerNorm + 2 MatMuls
     num_layers = decoder.num_layers
     past_names, present_names = cache_names(num_layers)
     seq, past = 3, 4  # example sizes: > 1 so torch.export does not specialise them
@@ -73,7 +81,9 @@ def export_onnx(ref: ReferenceModel, out_dir: str | Path, *, overwrite: bool = F
             inputs={"source": ref.spec, "source_sha256": ref.sha256, "family": ref.family.name,
                     "variant": ref.variant},
             extra={"format": "onnx", "recipe": "fp32", "model_file": MODEL_FILE,
-                   "graph": {**graph, **decoder_facts(decoder)}, "notes": ref.notes,
+                   "graph": {**graph, **decoder_facts(decoder),
+                             "rotation": rotation.spec() if rotation else None},
+                   "notes": ref.notes,
                    **(record or {})},
         )
     log.info("wrote %s (%.1f s)", out_dir, manifest["wall_seconds"])

@@ -29,8 +29,11 @@ OPSET = 23
 
 def export_recurrent_onnx(ref: ReferenceModel, out_dir: str | Path, *, overwrite: bool = False,
                           record: dict[str, Any] | None = None,
-                          example_tokens: int = 3) -> dict[str, Any]:
+                          example_tokens: int = 3, rotate: bool | None = None) -> dict[str, Any]:
     """Write OUT_DIR/{model.onnx, model.onnx.data, tokenizer files, manifest.json}."""
+    if rotate:
+        raise GemmaEdgeError("--rotate does not apply to RecurrentGemma (no rotation path)",
+                             "export without --rotate")
     require_extra("onnx", {"onnx": "onnx", "onnxscript": "onnxscript", "onnxruntime": "onnxruntime"})
     import torch
 

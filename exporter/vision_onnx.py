@@ -50,8 +50,12 @@ def vision_facts(ref: ReferenceModel) -> dict[str, Any]:
 
 
 def export_vision_onnx(ref: ReferenceModel, out_dir: str | Path, *, overwrite: bool = False,
-                       record: dict[str, Any] | None = None) -> dict[str, Any]:
+                       record: dict[str, Any] | None = None,
+                       rotate: bool | None = None) -> dict[str, Any]:
     """Write OUT_DIR/{the three graphs + .data, tokenizer files, manifest.json}."""
+    if rotate:
+        raise GemmaEdgeError("--rotate is not offered for vision models yet",
+                             "export without it (docs/vision.md)")
     require_extra("onnx", {"onnx": "onnx", "onnxscript": "onnxscript", "onnxruntime": "onnxruntime"})
     import torch
 

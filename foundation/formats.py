@@ -51,6 +51,7 @@ FORMATS: MappingProxyType[str, Format] = MappingProxyType({
         quantizer="quantization.onnx_backend:quantize_onnx",
         runner="runtime_check.onnx_runner:OnnxRunner",
         package="onnx-bundle", tools=("onnx", "onnxruntime"),
+        export_options=("rotate",),
         export_tools=("onnx", "onnxscript", "onnxruntime")),
     "tflite": Format(
         name="tflite", model_file="model.tflite",

@@ -14,6 +14,7 @@ Spec (TOML):
     tflite_head_block = 64   # optional: LiteRT LM head in column parts (export --head-block)
     tflite_rotate = false    # optional: LiteRT weights unrotated (default: rotated unless
                              # tflite_head_block is set; export --rotate)
+    onnx_rotate = true       # optional: ONNX weights rotated (export --format onnx --rotate)
     [check]
     text = "builtin:gemma_edge_field_notes+austen_pride_and_prejudice_ch1"
     max_tokens = 512
@@ -52,6 +53,11 @@ class BuildSpec:
     def rotate(self) -> bool:
         value = self.export.get("tflite_rotate")
         return not self.head_block if value is None else bool(value)
+
+    @property
+    def onnx_rotate(self) -> bool | None:
+        """None: the ONNX exporter's default (exporter.onnx_export.ROTATE)."""
+        return self.export.get("onnx_rotate")
 
     @classmethod
     def load(cls, path: str | Path) -> BuildSpec:
@@ -112,10 +118,13 @@ class BuildSpec:
         if unknown:
             raise GemmaEdgeError(f"build spec: unknown recipe {unknown[0]}",
                                  f"use any of: {', '.join(RECIPES)}")
-        extra = set(self.export) - {"tflite_head_block", "tflite_rotate"}
+        extra = set(self.export) - {"tflite_head_block", "tflite_rotate", "onnx_rotate"}
         if extra:
             raise GemmaEdgeError(f"build spec: unknown [export] keys {', '.join(sorted(extra))}",
-                                 "use tflite_head_block, tflite_rotate")
+                                 "use tflite_head_block, tflite_rotate, onnx_rotate")
+        if not isinstance(self.export.get("onnx_rotate", False), bool):
+            raise GemmaEdgeError("build spec: [export] onnx_rotate must be true or false, "
+                                 f"not {self.export['onnx_rotate']!r}", "e.g. onnx_rotate = true")
         block = self.export.get("tflite_head_block", 0)
         if not isinstance(block, int) or isinstance(block, bool) or block < 0:
             raise GemmaEdgeError("build spec: [export] tflite_head_block must be an integer >= 0, "

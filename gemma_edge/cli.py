@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "inputs, so int8 gets one scale per N inputs of each row (more "
                         "faithful int8, slower LiteRT-LM decode; default 0: one tensor)")
     p.add_argument("--rotate", action=argparse.BooleanOptionalAction, default=None,
-                   help="tflite: rotate the weights' input spaces (orthogonal, seeded), so "
+                   help="tflite, onnx: rotate the weights' input spaces (orthogonal, seeded), so "
                         "LiteRT's per-row int8 weights and dynamic int8 activations lose "
                         "far less (docs/quantization.md); same function in float. Default: "
                         "on, unless --head-block is given")

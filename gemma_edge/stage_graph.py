@@ -43,6 +43,8 @@ def plan(spec: BuildSpec) -> list[Stage]:
         options = {"format": fmt, "source_sha256": source_sha}
         if fmt == "tflite":
             options |= {"head_block": spec.head_block, "rotate": spec.rotate}
+        if fmt == "onnx" and spec.onnx_rotate is not None:
+            options |= {"rotate": spec.onnx_rotate}
         exports.append(Stage(f"export {fmt}", "export", spec.out / fmt, (), options,
                              ("torch", "transformers", *entry.export_tools),
                              child=True, background=background and fmt == "tflite"))
