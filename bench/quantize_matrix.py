@@ -77,6 +77,63 @@ def step_ms_side_by_side(dirs: list[Path], ids: list[int], steps: int, reps: int
     return [float(np.median(t)) for t in times]
 
 
+def levers(ref, ids: list[int], spec: dict | None, budget_mib: float) -> list[dict]:
+    """Fake-quantized in torch (round to nearest, float activations; the exported recipes
+    round with GPTQ and quantize activations in the kernel): what each grid choice and a
+    sensitivity-picked mixed precision do, on the held-out ids, the rotated model if `spec`."""
+    import torch
+
+    from foundation.rotation import rotated_reference
+    from quantization import int4_sensitivity as sens
+    from quantization.calibration import calibration_batches
+    from quantization.grid import grid_for
+    from runtime_check.parity import parity_metrics
+
+    model = rotated_reference(ref, spec).model if spec else ref.model
+    groups = sens.weight_groups(model)
+    with torch.no_grad():
+        base = model(torch.tensor([ids])).logits[0].float().numpy()
+    extra = sum(p.numel() * 4 for n, p in model.named_parameters() if p.ndim == 1)
+
+    def run(label: str, grids: dict[str, object]) -> dict:
+        saved = {}
+        for g in groups:
+            saved |= sens.fake_quantize(model, g.names, grids.get(g.label) or grids[
+                "head" if g.label == "head" else "body"])
+        with torch.no_grad():
+            got = model(torch.tensor([ids])).logits[0].float().numpy()
+        sens.restore(model, saved)
+        size = extra + sum(sens.group_bytes(model, g, grids.get(g.label) or grids[
+            "head" if g.label == "head" else "body"]) for g in groups)
+        m = parity_metrics(base, got, ids)
+        row = {"lever": label + (" (rotated)" if spec else ""), "mib": size / 2**20,
+               "kld_mean": m["kld_mean"], "top1": m["top1_agreement"]}
+        print(json.dumps(row), flush=True)
+        return row
+
+    g4, g4h, g8, g8b, g8h = (grid_for("onnx", b, k) for b, k in
+                             ((4, 32), (4, 64), (8, 16), (8, 32), (8, 128)))
+    rows = [run("body int4 b32, head int8 b128 (int4-calibrated's grid)", {"body": g4, "head": g8h}),
+            run("body int4 b32, head int4 b64 (int4-all-calibrated's grid)", {"body": g4, "head": g4h}),
+            run("body int8 b16, head int4 b32", {"body": g8, "head": g4}),
+            run("body int8 b32, head int4 b32", {"body": g8b, "head": g4})]
+    calib = calibration_batches(ref, tokens=512)[0]
+    sens.measure(model, calib, g4, groups)
+    ranked = sorted(groups, key=lambda g: -g.kld)
+    print("most sensitive (KLD alone at int4 b32, calibration text): " + ", ".join(
+        f"{g.label} {g.kld:.4f}" for g in ranked[:8]), flush=True)
+    for head_low in (g4, g4h):
+        grids = {"body": (g4, g8b), "head": (head_low, g8h)}
+        chosen = sens.pick(model, groups, grids, int(budget_mib * 2**20) - extra)
+        labels = {g.label for g in chosen}
+        rows.append(run(f"int4 b32 + int8 b32 for the {len(chosen)} most sensitive groups per byte "
+                        f"(head {'int8 b128' if 'head' in labels else 'int4 b' + str(head_low.block)})",
+                        {"body": g4, "head": head_low,
+                         **{g.label: grids["head" if g.label == "head" else "body"][1] for g in chosen}}))
+        print("promoted: " + ", ".join(sorted(labels)), flush=True)
+    return rows
+
+
 def evaluate(runner, base: np.ndarray, ids: list[int], split: int, reps: int) -> dict:
     from runtime_check.parity import parity_metrics
     from runtime_check.runner import teacher_forced_logits
@@ -123,6 +180,9 @@ def main() -> None:
     parser.add_argument("--no-peer", action="store_true", help="skip the genai builder int4")
     parser.add_argument("--redo", action="store_true", help="re-quantize existing outputs")
     parser.add_argument("--json", default=None, help="also write the rows here")
+    parser.add_argument("--levers", action="store_true", help="only the torch fake-quant study "
+                        "of grids and sensitivity-picked mixed precision (unrotated and rotated)")
+    parser.add_argument("--budget-mib", type=float, default=230.0)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TQDM_DISABLE", "1")
@@ -140,6 +200,13 @@ def main() -> None:
     split = 128
     base = teacher_forced_logits(TorchRunner(ref.model, threads=THREADS), ids, split, DECODE_STEPS)
     checkpoint = ref.checkpoint_dir
+    if args.levers:
+        rows = [r for spec in (None, {"seed": 0, "block": 256})
+                for r in levers(ref, ids, spec, args.budget_mib)]
+        print("\n| lever (torch, round to nearest) | MiB | mean KLD | top-1 % |\n|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['lever']} | {r['mib']:.1f} | {r['kld_mean']:.4f} | {100 * r['top1']:.1f} |")
+        return
     del ref
 
     rows = []

@@ -138,3 +138,44 @@ def test_build_spec_onnx_rotate_must_be_a_bool(tmp_path):
         BuildSpec.load(spec)
     spec.write_text('source = "tiny:gemma3_text"\nformats = ["onnx"]\n[export]\nonnx_rotate = true\n')
     assert BuildSpec.load(spec).onnx_rotate is True
+
+
+def test_sensitivity_picks_groups_within_the_budget_and_they_matter(tiny):
+    """Mixed precision by measured sensitivity (quantization/int4_sensitivity.py): every
+    group measured, the picked ones fit the byte budget, and promoting them to int8 loses
+    less than promoting as many bytes of the least sensitive groups."""
+    import torch
+
+    from quantization import int4_sensitivity as sens
+    from quantization.grid import grid_for
+
+    ref = tiny(NAME)
+    model = ref.model
+    ids = ref.encode(TEXT)
+    g4, g8 = grid_for("onnx", 4, 32), grid_for("onnx", 8, 32)
+    groups = sens.measure(model, ids, g4)
+    assert len(groups) == 4 * ref.config.num_hidden_layers + 1 and all(g.kld > 0 for g in groups)
+    low = sum(sens.group_bytes(model, g, g4) for g in groups)
+    budget = low + (sum(sens.group_bytes(model, g, g8) for g in groups) - low) // 3
+    chosen = sens.pick(model, groups, {"body": (g4, g8), "head": (g4, g8)}, budget)
+    sizes = {g.label: sens.group_bytes(model, g, g8) - sens.group_bytes(model, g, g4) for g in groups}
+    assert chosen and low + sum(sizes[g.label] for g in chosen) <= budget
+    with torch.no_grad():
+        base = torch.log_softmax(model(torch.tensor([ids])).logits[0], -1)
+
+    def kld_with(promoted):
+        saved = {}
+        for g in groups:
+            saved |= sens.fake_quantize(model, g.names, g8 if g in promoted else g4)
+        kld = sens.mean_kld(model, ids, base)
+        sens.restore(model, saved)
+        return kld
+
+    spent = sum(sizes[g.label] for g in chosen)
+    least, used = [], 0
+    for g in sorted(groups, key=lambda g: g.kld / max(sizes[g.label], 1)):
+        if used + sizes[g.label] <= spent:
+            least.append(g)
+            used += sizes[g.label]
+    assert kld_with(chosen) < kld_with(least)
+    assert torch.equal(torch.log_softmax(model(torch.tensor([ids])).logits[0], -1), base)  # restored
