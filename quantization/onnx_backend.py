@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -55,7 +56,9 @@ def quantize_onnx(src_dir: Path, dst_dir: Path, weights: dict[str, QuantizedWeig
     if accuracy_level is None:
         accuracy_level = 0 if recipe.activations["onnx"] == "float" else 4
 
-    model = onnx.load(str(src_dir / MODEL_FILE), load_external_data=True)
+    # the graph alone: float weights are read one at a time from the data file when hashed,
+    # and copied through when saved (the 1B's 4 GB of float weights never sit in memory)
+    model = onnx.load(str(src_dir / MODEL_FILE), load_external_data=False)
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
     by_hash = {qw.float_hash: qw for qw in weights.values()}
@@ -76,7 +79,7 @@ def quantize_onnx(src_dir: Path, dst_dir: Path, weights: dict[str, QuantizedWeig
     def weight_of(name: str, transposed: bool) -> QuantizedWeight | None:
         if name not in inits or len(inits[name].dims) != 2:
             return None
-        array = numpy_helper.to_array(inits[name])
+        array = numpy_helper.to_array(inits[name], base_dir=str(src_dir))
         return by_hash.get(weight_hash(array.T if transposed else array))
 
     for node in graph.node:
@@ -121,12 +124,64 @@ def quantize_onnx(src_dir: Path, dst_dir: Path, weights: dict[str, QuantizedWeig
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     dst_dir.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(dst_dir / MODEL_FILE), save_as_external_data=True,
-              all_tensors_to_one_file=True, location=DATA_FILE, size_threshold=1024)
+    new_inits.clear()  # their bytes are in the graph now
+    save_streamed(model, src_dir, dst_dir)
     return {"matmulnbits": sum(n.op_type == "MatMulNBits" for n in graph.node),
             "quantized_weights": len(replaced), "packed_groups": packed,
             "embedding": head_name is not None, "accuracy_level": accuracy_level,
             "activations": "float" if accuracy_level == 0 else recipe.activations["onnx"]}
+
+
+def save_streamed(model, src_dir: Path, dst_dir: Path, *, threshold: int = 1024) -> None:
+    """dst_dir/model.onnx + model.onnx.data: every initializer of `threshold` bytes or more
+    goes to the data file, one at a time: in-memory ones (the new packed codes) from their
+    bytes, external ones (the float weights kept) copied from the source's data file. What
+    onnx.save(save_as_external_data=True) writes, without loading the source's weights."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    graph = model.graph
+    attribute_tensors = [a.t for n in graph.node for a in n.attribute if a.HasField("t")]
+    if any(uses_external_data(t) for t in attribute_tensors):
+        raise ValueError("external data in a node attribute: not written by save_streamed")
+    sources: dict[str, Any] = {}
+    try:
+        with open(dst_dir / DATA_FILE, "wb") as out:
+            for tensor in graph.initializer:
+                if uses_external_data(tensor):
+                    info = ExternalDataInfo(tensor)
+                    if info.location not in sources:
+                        sources[info.location] = open(_inside(src_dir, info.location), "rb")
+                    src = sources[info.location]
+                    src.seek(info.offset or 0)
+                    data = src.read(info.length) if info.length else src.read()
+                elif tensor.HasField("raw_data") and len(tensor.raw_data) >= threshold:
+                    data = tensor.raw_data
+                else:
+                    continue
+                out.write(b"\0" * (-out.tell() % 4096))  # page-aligned, as onnx aligns large tensors
+                offset = out.tell()
+                out.write(data)
+                tensor.ClearField("raw_data")
+                del tensor.external_data[:]
+                tensor.data_location = onnx.TensorProto.EXTERNAL
+                for key, value in (("location", DATA_FILE), ("offset", offset), ("length", len(data))):
+                    entry = tensor.external_data.add()
+                    entry.key, entry.value = key, str(value)
+    finally:
+        for fh in sources.values():
+            fh.close()
+    onnx.save(model, str(dst_dir / MODEL_FILE))
+
+
+def _inside(directory: Path, location: str) -> Path:
+    """An external data file named by a graph: inside its directory (the artifact was
+    verified, but the graph names the file)."""
+    path = (directory / location).resolve()
+    if directory.resolve() not in path.parents:
+        raise GemmaEdgeError(f"the ONNX graph in {directory} names external data outside it "
+                             f"({location})", "re-export the model")
+    return path
 
 
 def _pack_shared_inputs(nodes: list, new_inits: list) -> tuple[list, int]:
