@@ -161,8 +161,9 @@ def package(artifact: str | Path, out: str | Path, kind: str, *, overwrite: bool
             inputs={**manifest["inputs"], "artifact": str(artifact),
                     "artifact_sha256": manifest["files"][manifest["model_file"]]["sha256"]},
             extra={"package": kind, "format": manifest["format"], "recipe": manifest.get("recipe"),
-                   "model_file": spec.model_file,
+                   "model_file": spec.model_file if spec.model_file in made else manifest["model_file"],
                    "graph": manifest.get("graph", {}), "tokens": tokens, "check": check,
+                   **{k: manifest[k] for k in ("graphs", "vision") if k in manifest},  # docs/vision.md
                    **(record or {})},
         )
     log.info("wrote %s", out)

@@ -74,8 +74,16 @@ _VISION_IMPLEMENTATIONS = {
     "torch.runner": "runtime_check.vision_torch_runner:TorchVisionRunner",
     "tflite.exporter": "exporter.vision_litert:export_vision_tflite",
     "tflite.runner": "runtime_check.vision_litert_runner:VisionLiteRTRunner",
-    "onnx-bundle.builder": "exporter.vision_package:refuse_vision_package",
-    "litertlm.builder": "exporter.vision_package:refuse_vision_package",
+    # the decoder by the recipe, the tower int8, the projector float (quantization/vision_quantize.py)
+    "onnx.weights": "quantization.vision_quantize:quantize_vision_weights",
+    "tflite.weights": "quantization.vision_quantize:quantize_vision_weights",
+    "onnx.quantizer": "quantization.vision_quantize:quantize_vision_onnx",
+    "tflite.quantizer": "quantization.vision_quantize:quantize_vision_tflite",
+    # the three graphs + processor_config + genai_config, run by our engine (exporter/vision_package.py)
+    "onnx-bundle.builder": "exporter.vision_package:build_vision_bundle",
+    "onnx-bundle.engine": "runtime_check.vision_engine:VisionBundleEngine",
+    "litertlm.builder": "exporter.vision_package:refuse_vision_litertlm",
+    "web.builder": "exporter.vision_package:refuse_vision_web",
 }
 _VISION_QUIRKS = ("siglip_vision_tower", "image_features_replace_placeholders",
                   "embedding_scaled_by_sqrt_hidden", "rmsnorm_one_plus_weight")

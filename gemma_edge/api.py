@@ -281,12 +281,12 @@ def _run_vision(source, prompt, images, policies, **options) -> dict[str, Any]:
 
     if not images:
         raise GemmaEdgeError("--policy needs an image", "pass --image FILE")
-    if (Path(source) / "manifest.json").is_file():
-        raise GemmaEdgeError(f"{source} is an artifact: --image runs a model source",
-                             "pass the checkpoint directory (check the artifact with "
-                             "gemma-edge check ARTIFACT --against SOURCE --image FILE)")
     for image in images:  # a bad image fails before the (slow) model load
         open_image(image)
+    if (Path(source) / "manifest.json").is_file():  # an export or package (docs/vision.md)
+        from runtime_check.vision_engine import run_vision_artifact
+
+        return run_vision_artifact(source, images, prompt, policies, **options)
     ref = load_source(source, variant=options.pop("variant"))
     return run_vision(ref, list(images), prompt, policies=list(policies), **options)
 

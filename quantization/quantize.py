@@ -35,7 +35,6 @@ def quantize_export(export_dir: str | Path, out_dir: str | Path, recipe_name: st
     """`onnx_accuracy_level` overrides the recipe's (see quantization.onnx_backend)."""
     from foundation.sources import load_source
     from quantization.recipes import get_recipe
-    from quantization.weights import quantize_weights
 
     export_dir, out_dir = Path(export_dir), Path(out_dir)
     manifest = verify_artifact(export_dir, "export", "`gemma-edge export`")
@@ -53,9 +52,6 @@ def quantize_export(export_dir: str | Path, out_dir: str | Path, recipe_name: st
         raise GemmaEdgeError(f"{out_dir} already exists", "pass --overwrite or choose another --out")
     started = time.time()
     inputs = manifest["inputs"]
-    if "vision" in manifest:  # a vision-language export (docs/vision.md)
-        raise GemmaEdgeError(f"{export_dir} is a vision-language export, which gemma-edge does "
-                             "not quantize yet", "check and ship the fp32 export (docs/vision.md)")
     if ref is None:
         ref = load_source(inputs["source"], variant=inputs.get("variant"))
     if inputs.get("source_sha256") not in (None, ref.sha256):
@@ -70,7 +66,10 @@ def quantize_export(export_dir: str | Path, out_dir: str | Path, recipe_name: st
 
         qref = rotated_reference(ref, graph["rotation"])
         keep_float = qref.model.gemma_edge_rotation.matrices()
-    weights = quantize_weights(qref, recipe, fmt, calibration=calibration,
+    # a family whose graphs are not one text decoder (vision: docs/vision.md) decides its own
+    weigh = resolve(implementation(inputs.get("family"), f"{fmt}.weights",
+                                   "quantization.weights:quantize_weights"))
+    weights = weigh(qref, recipe, fmt, calibration=calibration,
                                calibration_tokens=calibration_tokens, progress=progress,
                                head_parts=head_parts)
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
@@ -87,6 +86,7 @@ def quantize_export(export_dir: str | Path, out_dir: str | Path, recipe_name: st
                     "export_sha256": manifest["files"][manifest["model_file"]]["sha256"]},
             extra={"format": fmt, "recipe": recipe.name, "model_file": manifest["model_file"],
                    "graph": manifest.get("graph", {}), "notes": manifest.get("notes", []), **(record or {}),
+                   **{k: manifest[k] for k in ("graphs", "vision") if k in manifest},
                    "quantization": {
                        "doc": recipe.doc,
                        "body": {"grid": _grid_label(weights, head=False), "method": recipe.body.method},

@@ -95,6 +95,7 @@ def check_vision_artifact(artifact: str | Path, ref: ReferenceModel, images: lis
                            "reference": ref.tokenizer.decode(caps[0]),
                            "artifact": ref.tokenizer.decode(caps[1]),
                            "reference_near_tie_at": None, "reference_near_tie_margin": None})
+    latency = _latency(runner, pixels[0], prompts[0][1], greedy_tokens)
     runner.close()
     metrics = parity_metrics(np.concatenate(ref_rows), np.concatenate(art_rows), row_ids)
     metrics["greedy_match_fraction"] = float(np.mean([g["match"] / max(g["of"], 1)
@@ -124,6 +125,27 @@ def check_vision_artifact(artifact: str | Path, ref: ReferenceModel, images: lis
         "layers": None, "passed": all(r["passed"] for r in results),
         "vision": {"images": [str(i) for i in images], "features_cosine": cosines,
                    "features_max_abs_delta": feat_max, "probabilities": probs,
-                   "preprocessing": settings},
+                   "preprocessing": settings, "latency": latency},
         "check_seconds": round(time.time() - started, 2),
     }
+
+
+def _latency(runner, px, ids, steps: int) -> dict[str, Any]:
+    """One timed greedy run of the artifact on the first image (threads as the check's):
+    the vision encoder alone, the time to the first token (encoder + prefill of the image
+    and prompt), and decode steps per second. Wall time on a shared machine: noisy."""
+    t0 = time.perf_counter()
+    runner.image_features(px)
+    encoder = time.perf_counter() - t0
+    runner.reset()
+    runner.set_images(px)
+    t0 = time.perf_counter()
+    token = int(np.argmax(runner.prefill(ids)[-1]))
+    ttft = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        token = int(np.argmax(runner.decode(token)))
+    decode = time.perf_counter() - t0
+    return {"vision_encoder_seconds": round(encoder, 4), "ttft_seconds": round(ttft, 4),
+            "prompt_tokens": len(ids), "decode_tokens": steps,
+            "decode_tokens_per_second": round(steps / decode, 2) if steps and decode > 0 else None}

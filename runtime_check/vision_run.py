@@ -52,10 +52,10 @@ def run_vision(ref, images: Sequence[str | Path], prompt: str | None, *,
     if not classifier and prompt is None:
         raise GemmaEdgeError("the following arguments are required: --prompt",
                              "pass --prompt TEXT with --image")
-    if export_dir is not None:
-        from runtime_check.vision_onnx_runner import VisionOnnxRunner
+    if export_dir is not None:  # an export or package: its format's vision runner
+        from runtime_check.open_runner import open_runner
 
-        runner = VisionOnnxRunner(export_dir, threads=threads)
+        runner = open_runner(export_dir, threads=threads)
         settings = runner.facts["preprocessing"]
     else:
         from runtime_check.vision_torch_runner import TorchVisionRunner
@@ -91,4 +91,6 @@ def run_vision(ref, images: Sequence[str | Path], prompt: str | None, *,
     return {"source": ref.spec, "engine": runner.name, "images": [str(i) for i in images],
             "prompt": prompt, "prompt_tokens": len(ids), "generated_tokens": tokens,
             "text": "".join(pieces), "stopped": bool(tokens) and tokens[-1] in ref.stop_token_ids,
-            "ttft_seconds": round(first_at - started, 4) if first_at else None}
+            "ttft_seconds": round(first_at - started, 4) if first_at else None,
+            "decode_tokens_per_second": round((len(tokens) - 1) / (time.perf_counter() - first_at), 2)
+            if len(tokens) > 1 else None}

@@ -119,15 +119,3 @@ def test_text_runner_refuses_a_vision_export(vision_export):
 
     with pytest.raises(GemmaEdgeError, match="no ONNX model"):
         OnnxRunner(vision_export("paligemma"))
-
-
-def test_quantize_and_package_refuse_vision_exports_in_one_line(vision_export, tmp_path):
-    """Not built yet (docs/vision.md): refused before any work, nothing written."""
-    from gemma_edge.api import package, quantize
-
-    out = vision_export("gemma3")
-    with pytest.raises(GemmaEdgeError, match="does not quantize yet"):
-        quantize(out, "int8-dynamic", out=tmp_path / "q")
-    with pytest.raises(GemmaEdgeError, match="does not package"):
-        package(out, "onnx-bundle", out=tmp_path / "p")
-    assert not (tmp_path / "q").exists() and not (tmp_path / "p").exists()
