@@ -1218,7 +1218,10 @@ def run_interrupt(case: Interrupt, root: Path, arts: dict | None, env: dict,
             if writing_at is not None and time.monotonic() - writing_at >= delay:
                 break
             time.sleep(0.01)
-        signalled = proc.poll() is None
+        # only while it still writes: a run that already renamed its output into place may
+        # be in interpreter shutdown, where Python ignores SIGINT and exits 0 (a race that a
+        # loaded machine widens); then it counts as finished, and the next try comes sooner
+        signalled = proc.poll() is None and any(p.name.endswith(".partial") for p in _partials(target))
         signal_at = round(time.monotonic() - (writing_at or started), 2)
         if signalled:
             proc.send_signal(case.sig)
