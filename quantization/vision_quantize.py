@@ -15,10 +15,11 @@ The family names these as its `<format>.weights` and `<format>.quantizer`
   head), the tower's MatMuls with the recipe's activations (TOWER_ACCURACY_LEVEL: float,
   weight-only, for int8 / int8-calibrated; int8 in the kernel, dynamic, for the rest).
 - LiteRT: one .tflite, so one ai-edge-quantizer pass (quantization.litert_backend): its
-  recipe sets one FULLY_CONNECTED config for the whole graph, so the tower and the
-  projector follow the decoder's body grid and activations (TOWER is ONNX's): int8
-  recipes give an int8 tower; int4 recipes an int4 one, which costs features cosine
-  (docs/vision.md).
+  recipe sets one FULLY_CONNECTED config for the whole graph, so the tower follows the
+  decoder's body grid and activations (TOWER is ONNX's): int8 recipes give an int8 tower;
+  under int4 recipes the tower is kept float (an int4 tower cost 100x the features error:
+  docs/vision.md). The projector's ops (found in the vision_encoder signature's subgraph)
+  stay float as on ONNX.
 
 Both then run the quantized and the fp32 export's vision encoder on two fixed images and
 record features max |delta| and cosine under `quantization.vision` in the manifest
@@ -174,7 +175,7 @@ def quantize_vision_onnx(src_dir: Path, dst_dir: Path, weights: dict[str, Quanti
 
 def _vision_record(tower, level, error, projector: str = "float") -> dict:
     grids = sorted({qw.grid.label for qw in tower.values()})
-    return {"tower": {"weights": len(tower), "grid": ", ".join(grids),
+    return {"tower": {"weights": len(tower), "grid": ", ".join(grids) or "float",
                       "activations": {0: "float (weight-only)", 4: "int8 (dynamic)"}.get(level, level)},
             "projector": projector,
             "against": "the fp32 export's vision encoder, two fixed images (seeded noise, a ramp)",
@@ -189,15 +190,55 @@ def quantize_vision_tflite(src_dir: Path, dst_dir: Path, weights: dict[str, Quan
 
     from quantization.litert_backend import MODEL_FILE, quantize_tflite
 
-    stats = quantize_tflite(src_dir, dst_dir, weights, recipe, keep_float=keep_float)
+    text, tower = _split(weights)
+    hashes = {qw.float_hash for qw in tower.values()}
+    vision = _vision_weights(src_dir / MODEL_FILE)  # the tower's and the projector's
+    projector = [a for h, a in vision if h not in hashes]
+    if recipe.body.bits == 8:
+        stats = quantize_tflite(src_dir, dst_dir, weights, recipe,
+                                keep_float=[*keep_float, *projector])
+        level = 4 if recipe.activations["tflite"] == "dynamic-int8" else 0
+    else:  # the graph's one FULLY_CONNECTED config would make the tower int4: keep it float
+        stats = quantize_tflite(src_dir, dst_dir, text, recipe,
+                                keep_float=[*keep_float, *(a for _h, a in vision)])
+        tower, level = {}, "float (int4 recipes: LiteRT gives the graph one int4 config)"
     px = sample_pixels(read_manifest(src_dir)["vision"]["preprocessing"])
 
     def features(directory):
         encode = Interpreter(model_path=str(directory / MODEL_FILE)).get_signature_runner("vision_encoder")
         return np.concatenate([encode(pixel_values=p[None])["image_features"] for p in px])
 
-    _text, tower = _split(weights)
-    level = 4 if recipe.activations["tflite"] == "dynamic-int8" else 0
-    stats["vision"] = _vision_record(tower, level, features_error(features(src_dir), features(dst_dir)),
-                                     projector="the body's grid (one FULLY_CONNECTED config per graph)")
+    stats["vision"] = _vision_record(tower, level, features_error(features(src_dir), features(dst_dir)))
     return stats
+
+
+def _vision_weights(model: Path) -> list[tuple[str, np.ndarray]]:
+    """(hash, array) of every 2-D float FULLY_CONNECTED weight the vision_encoder signature's
+    subgraph reads: the tower's and the projector's (buffers are shared across signatures,
+    and the text signatures read none of these)."""
+    import mmap
+
+    from ai_edge_litert import schema_py_generated as schema
+
+    from quantization.litert_backend import builtin_code, weight_tensors
+    from quantization.weights import weight_hash
+
+    found = {}
+    with open(model, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        spans = weight_tensors(data)
+        flat = schema.Model.GetRootAs(data, 0)
+        index = next(flat.SignatureDefs(i).SubgraphIndex() for i in range(flat.SignatureDefsLength())
+                     if flat.SignatureDefs(i).SignatureKey() == b"vision_encoder")
+        graph = flat.Subgraphs(index)
+        fc = {i for i in range(flat.OperatorCodesLength()) if builtin_code(flat.OperatorCodes(i))
+              == schema.BuiltinOperator.FULLY_CONNECTED}
+        for o in range(graph.OperatorsLength()):
+            op = graph.Operators(o)
+            if op.OpcodeIndex() not in fc or op.InputsLength() < 2 or op.Inputs(1) < 0:
+                continue
+            buffer = graph.Tensors(op.Inputs(1)).Buffer()
+            if buffer in spans and buffer not in found:
+                offset, length, shape = spans[buffer]
+                array = np.frombuffer(data[offset:offset + length], np.float32).reshape(shape).copy()
+                found[buffer] = (weight_hash(array), array)
+    return list(found.values())

@@ -100,6 +100,11 @@ def test_litert_int8_passes_check_with_an_image(made, tmp_path_factory, tiny):
     assert result["passed"], result["gates"]
     assert 0 < result["metrics"]["kld_mean"] < 0.005
     assert result["vision"]["latency"]["decode_tokens_per_second"] > 0
+    # int4: the graph's one FULLY_CONNECTED config would make the tower int4; it stays float
+    out4 = made["root"] / "gemma3-tflite-int4"
+    quantize_export(src, out4, "int4-block32", ref=ref, progress=False)
+    vision = verify_artifact(out4)["quantization"]["vision"]
+    assert vision["tower"]["grid"] == "float" and vision["features_max_abs_delta"] < 1e-5
 
 
 def test_bundle_runs_with_an_image_as_the_export_does(made, capsys):
