@@ -12,8 +12,7 @@ The family names these as its `<format>.weights` and `<format>.quantizer`
   one small matrix, and every image feature passes through it.
 - ONNX: each of the three graphs goes through the text backend (quantization.onnx_backend):
   the decoder's MatMuls and the LM head, the embedding table in embed_tokens (tied to the
-  head), the tower's MatMuls with the recipe's activations (TOWER_ACCURACY_LEVEL: float,
-  weight-only, for int8 / int8-calibrated; int8 in the kernel, dynamic, for the rest).
+  head), the tower's MatMuls weight-only (float activations, TOWER_ACCURACY_LEVEL).
 - LiteRT: one .tflite, so one ai-edge-quantizer pass (quantization.litert_backend): its
   recipe sets one FULLY_CONNECTED config for the whole graph, so the tower follows the
   decoder's body grid and activations (TOWER is ONNX's): int8 recipes give an int8 tower;
@@ -44,10 +43,12 @@ log = logging.getLogger("gemma_edge")
 
 # The tower's Linears: int8, ONNX blocks of 16 (SigLIP so400m's K = 1152 and 4304 = 16 x 269).
 TOWER = TensorSpec(8, {"tflite": 0, "onnx": 16})
-# ONNX tower activations: 0 = float (weight-only int8), 4 = int8 in the kernel (dynamic);
-# None: as the recipe's decoder (int8, int8-calibrated: weight-only; the rest: dynamic).
-# Both measured side by side on the tiny models (docs/vision.md).
-TOWER_ACCURACY_LEVEL: int | None = None
+# ONNX tower activations: 0 = float (weight-only int8), 4 = int8 in the kernel (dynamic),
+# None = as the recipe's decoder. 0 for every recipe: on the tiny towers weight-only is as
+# close or closer (features cosine), and at SigLIP so400m's shape over Gemma 3's 4096
+# patches (one MLP, onnxruntime 1.32, 2 threads) level 0 ran at 1.07-1.14x fp32's time,
+# level 4 at 1.6-1.8x: the tower is a prefill, not a decode step (docs/vision.md).
+TOWER_ACCURACY_LEVEL: int | None = 0
 VISION_PREFIX = "vision."  # names of the tower's weights in the weights dict
 
 
