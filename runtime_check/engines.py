@@ -101,11 +101,9 @@ class GenaiEngine:
         """max_tokens: the genai_config's search.max_length bounds generation instead."""
         from tokenizers import Tokenizer
 
-        from runtime_check.genai_runner import GenaiRunner
-
         self.manifest = manifest
-        self.model_dir = package_dir
-        self.runner = GenaiRunner(package_dir, threads=threads)
+        self.model_dir = package_dir = Path(package_dir)
+        self.runner = self._runner(package_dir, threads)
         self.tokenizer = Tokenizer.from_file(str(package_dir / "tokenizer.json"))
         self.bos = manifest["tokens"]["bos_token_id"]
         self.stops = set(manifest["tokens"]["stop_tokens"].values())
@@ -127,16 +125,25 @@ class GenaiEngine:
                                bos_token="")
         else:
             text = prompt
-        ids = [self.bos, *self.tokenize(text)]
-        self.runner.reset()
-        logits = self.runner.prefill_last(ids)
         from runtime_check.generation import stream_pieces
+
+        self.runner.reset()
+        logits = self._prefill([self.bos, *self.tokenize(text)])
 
         yield from stream_pieces(logits, self.runner.decode, self.tokenizer.decode, self.stops,
                                  max_new_tokens)
 
     def close(self) -> None:
         self.runner.close()
+
+    def _runner(self, package_dir: Path, threads: int):
+        from runtime_check.genai_runner import GenaiRunner
+
+        return GenaiRunner(package_dir, threads=threads)
+
+    def _prefill(self, ids: list[int]):
+        """The last position's logits after the prompt."""
+        return self.runner.prefill_last(ids)
 
 
 def benchmark(package_dir: str | Path, *, prefill_tokens: int = 128, decode_tokens: int = 64,

@@ -13,13 +13,12 @@ goes through the same runner, behind the package engine interface.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from foundation.errors import GemmaEdgeError
+from runtime_check.engines import GenaiEngine
 
 
 class _Generator:
@@ -59,47 +58,20 @@ def artifact_reference(directory: str | Path, manifest: dict):
     return ref
 
 
-class VisionBundleEngine:
-    """A vision ONNX bundle behind the package engine interface (runtime_check/engines.py)."""
+class VisionBundleEngine(GenaiEngine):
+    """A vision ONNX bundle behind the package engine interface: the genai bundle's engine
+    with the vision graphs' onnxruntime runner in place of onnxruntime-genai's."""
 
     name = "onnxruntime"
 
-    def __init__(self, package_dir: Path, manifest: dict, *, threads: int,
-                 max_tokens: int | None = None):
-        from tokenizers import Tokenizer
-
+    def _runner(self, package_dir: Path, threads: int):
         from runtime_check.vision_onnx_runner import VisionOnnxRunner
 
-        self.manifest = manifest
-        self.model_dir = Path(package_dir)
-        self.runner = VisionOnnxRunner(package_dir, threads=threads)
-        self.tokenizer = Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
-        self.bos = manifest["tokens"]["bos_token_id"]
-        self.stops = set(manifest["tokens"]["stop_tokens"].values())
+        return VisionOnnxRunner(package_dir, threads=threads)
 
-    def token_metadata(self) -> dict[str, Any]:
-        config = json.loads((self.model_dir / "genai_config.json").read_text())["model"]
-        eos = config["eos_token_id"]
-        return {"bos_token_id": config["bos_token_id"],
-                "stop_token_ids": [[e] for e in (eos if isinstance(eos, list) else [eos])]}
-
-    def tokenize(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=False).ids
-
-    def generate(self, prompt: str, max_new_tokens: int, *, chat: bool = False) -> Iterator[str]:
-        from foundation.chat import format_chat
-        from runtime_check.generation import stream_pieces
-
-        text = format_chat([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                           bos_token="") if chat else prompt
-        self.runner.reset()
+    def _prefill(self, ids: list[int]):
         self.runner.set_images(None)
-        logits = self.runner.prefill([self.bos, *self.tokenize(text)])[-1]
-        yield from stream_pieces(logits, self.runner.decode, self.tokenizer.decode, self.stops,
-                                 max_new_tokens)
-
-    def close(self) -> None:
-        self.runner.close()
+        return self.runner.prefill(ids)[-1]
 
 
 def run_vision_artifact(directory: str | Path, images, prompt, policies, **options) -> dict[str, Any]:
