@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tflite, onnx: rotate the weights' input spaces (orthogonal, seeded), so "
                         "LiteRT's per-row int8 weights and dynamic int8 activations lose "
                         "far less (docs/quantization.md); same function in float. Default: "
-                        "on, unless --head-block is given")
+                        "on (tflite: unless --head-block is given)")
     p.add_argument("--variant", choices=("pt", "it"), help="override PT/IT detection")
 
     from quantization.recipes import RECIPES  # data only: no torch
