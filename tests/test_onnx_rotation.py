@@ -24,12 +24,10 @@ SPEC = {"seed": 0, "block": 256}
 
 
 @pytest.fixture(scope="module")
-def rotated(tiny, tmp_path_factory):
-    """(dir, manifest) of the tiny Gemma 3 rotated fp32 ONNX export, made once."""
-    from exporter.onnx_export import export_onnx
-
-    out = tmp_path_factory.mktemp("onnx-rot") / "onnx"
-    return out, export_onnx(tiny(NAME), out, rotate=True)
+def rotated(tiny_export):
+    """(dir, manifest) of the tiny Gemma 3 fp32 ONNX export (rotated: the default), the
+    session's shared one."""
+    return tiny_export("onnx", NAME)
 
 
 @pytest.fixture(scope="module")
