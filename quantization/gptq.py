@@ -66,21 +66,24 @@ def gptq_quantize(weight: np.ndarray, hessian: np.ndarray | None, grid: Grid, *,
     scales = searched_scales(w0, factors.energy, grid) if clip_search else block_scales(w0, grid)
     b = grid.block_size(k)
     inverse = np.argsort(perm)
-    # Column-major working layout: column i of W is row i here, contiguous.
-    step_t = np.ascontiguousarray(expand(scales, k).T[perm])
-    arg = np.abs(w0).reshape(n, k // b, b).argmax(axis=2) + np.arange(k // b)[None, :] * b
-    pinned = np.zeros((k, n), dtype=bool)
-    pinned[arg, np.arange(n)[:, None]] = True
-    pinned_t = np.ascontiguousarray(pinned[perm])
-    pin_t = np.ascontiguousarray((np.sign(w0) * grid.qmax).T.astype(np.float32)[perm])
-
-    codes_t = np.zeros((k, n), dtype=np.float32)
-    # Rows of W are independent given H: chunks keep the working set in cache.
+    codes = np.empty((n, k), dtype=np.int8)
+    # Rows of W are independent given H: chunks keep the working set in cache, and every
+    # per-element array exists for one chunk only (the 1B's 262k x 1152 head would need
+    # ~1.2 GB per whole-weight copy, five of them).
     for r1 in range(0, n, row_chunk):
         r2 = min(r1 + row_chunk, n)
-        w = np.ascontiguousarray(w0[r1:r2].T[perm])
+        rows = r2 - r1
+        chunk = w0[r1:r2]
+        # Column-major working layout: column i of W is row i here, contiguous.
+        step = np.ascontiguousarray(expand(scales[r1:r2], k).T[perm])
+        arg = np.abs(chunk).reshape(rows, k // b, b).argmax(axis=2) + np.arange(k // b)[None, :] * b
+        pinned = np.zeros((k, rows), dtype=bool)
+        pinned[arg, np.arange(rows)[:, None]] = True
+        pinned = np.ascontiguousarray(pinned[perm])
+        pin = np.ascontiguousarray((np.sign(chunk) * grid.qmax).T.astype(np.float32)[perm])
+        codes_t = np.zeros((k, rows), dtype=np.float32)
+        w = np.ascontiguousarray(chunk.T[perm])
         w[dead] = 0.0
-        step, pinned, pin = step_t[:, r1:r2], pinned_t[:, r1:r2], pin_t[:, r1:r2]
         for i1 in range(0, k, lazy_block):
             i2 = min(i1 + lazy_block, k)
             w1 = w[i1:i2].copy()
@@ -90,12 +93,13 @@ def gptq_quantize(weight: np.ndarray, hessian: np.ndarray | None, grid: Grid, *,
                 col = i1 + i
                 q = np.clip(np.rint(w1[i] / step[col]), -grid.qmax, grid.qmax)
                 q = np.where(pinned[col], pin[col], q)
-                codes_t[col, r1:r2] = q
+                codes_t[col] = q
                 err = (w1[i] - q * step[col]) / h1[i, i]
                 w1[i + 1:] -= h1[i, i + 1:, None] * err[None, :]
                 err1[i] = err
             w[i2:] -= hinv[i1:i2, i2:].T @ err1
-    return codes_t[inverse].T.astype(np.int8), scales
+        codes[r1:r2] = codes_t[inverse].T
+    return codes, scales
 
 
 def searched_scales(weight: np.ndarray, energy: np.ndarray, grid: Grid,
