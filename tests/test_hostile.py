@@ -1193,6 +1193,10 @@ def _empty_dirs(root: Path) -> list[str]:
                   if p.is_dir() and not p.is_symlink() and not any(p.iterdir()))
 
 
+_DEFAULT_SIGINT_EXEC = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                        "os.execv(sys.argv[1], sys.argv[1:])")
+
+
 def run_interrupt(case: Interrupt, root: Path, arts: dict | None, env: dict,
                   track: Callable[[subprocess.Popen], None]) -> dict:
     """Start the command, wait until it is writing its target (its .partial dir exists),
@@ -1202,8 +1206,13 @@ def run_interrupt(case: Interrupt, root: Path, arts: dict | None, env: dict,
     target = case.target(root)
 
     def start() -> subprocess.Popen:
-        proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
+        # SIGINT at its default, as a terminal's foreground command has it: a suite started
+        # as a background job (`make test &` in a script) inherits SIGINT ignored, which the
+        # CLI keeps on purpose (foundation/interrupts.py), and the run would finish (exit 0).
+        # A launcher resets it and execs the command in place (same pid; no preexec_fn,
+        # which forks a threaded interpreter)
+        proc = subprocess.Popen([sys.executable, "-c", _DEFAULT_SIGINT_EXEC, *argv], cwd=REPO,
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         track(proc)
         return proc
 
@@ -1218,9 +1227,8 @@ def run_interrupt(case: Interrupt, root: Path, arts: dict | None, env: dict,
             if writing_at is not None and time.monotonic() - writing_at >= delay:
                 break
             time.sleep(0.01)
-        # only while it still writes: a run that already renamed its output into place may
-        # be in interpreter shutdown, where Python ignores SIGINT and exits 0 (a race that a
-        # loaded machine widens); then it counts as finished, and the next try comes sooner
+        # only while it still writes: a run that already committed its output has finished
+        # (signalling it then tests nothing); it counts as finished and the next try comes sooner
         signalled = proc.poll() is None and any(p.name.endswith(".partial") for p in _partials(target))
         signal_at = round(time.monotonic() - (writing_at or started), 2)
         if signalled:
