@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from foundation.errors import GemmaEdgeError
+from quantization.recipes import HEAD
 
 log = logging.getLogger("gemma_edge")
 
@@ -70,13 +71,13 @@ def collect_hessians(model, batches: list[list[int]], names: list[str]) -> dict[
 
     # The LM head's input is the base model's (normed) last hidden state: fed directly,
     # which skips the 262k-wide logits of every calibration token.
-    head = "lm_head" in names and hasattr(model, "model")
-    with hessian_hooks(model, [n for n in names if not (head and n == "lm_head")]) as acc, \
+    head = HEAD in names and hasattr(model, "model")
+    with hessian_hooks(model, [n for n in names if not (head and n == HEAD)]) as acc, \
             torch.no_grad():
         for batch in batches:
             if head:
                 out = model.model(input_ids=torch.tensor([batch]), use_cache=False)
-                acc.feed("lm_head", out.last_hidden_state)
+                acc.feed(HEAD, out.last_hidden_state)
             else:
                 model(input_ids=torch.tensor([batch]), use_cache=False)
     return acc.result(names)
@@ -103,8 +104,13 @@ class _Hessians:
         return {name: shared[_alias(name, names)] for name in names}  # aliases share one array
 
 
+def shared_input(name: str) -> str:
+    """The Linear whose input `name` reads too: q/k/v read q_proj's, gate/up gate_proj's."""
+    return name.replace("k_proj", "q_proj").replace("v_proj", "q_proj").replace("up_proj", "gate_proj")
+
+
 def _alias(name: str, names: list[str]) -> str:
-    key = name.replace("k_proj", "q_proj").replace("v_proj", "q_proj").replace("up_proj", "gate_proj")
+    key = shared_input(name)
     return key if key in names else name
 
 

@@ -25,19 +25,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-HEAD = "lm_head"
+from quantization.recipes import HEAD
 
 
 def hessian_bytes(model, names: list[str]) -> int:
     """What `collect_hessians` would hold: one float64 K x K matrix per distinct input
     (q/k/v share one, gate/up one)."""
+    from quantization.calibration import shared_input
+
     modules = dict(model.named_modules())
-    keys = {_shared_key(n): modules[n].in_features for n in names}
+    keys = {shared_input(n): modules[n].in_features for n in names}
     return sum(8 * k * k for k in keys.values())
-
-
-def _shared_key(name: str) -> str:
-    return name.replace("k_proj", "q_proj").replace("v_proj", "q_proj").replace("up_proj", "gate_proj")
 
 
 def _parts(model):

@@ -184,8 +184,9 @@ def _calibration(ref, spec: str, tokens: int, names: list[str], *,
         log.info("calibration: %d windows, %d tokens", len(found), sum(map(len, found)))
         return found
 
+    at_once = hessian_bytes(ref.model, names)
     if stream is None:
-        stream = hessian_bytes(ref.model, names) > HESSIAN_BUDGET and streamable(ref.model, names)
+        stream = at_once > HESSIAN_BUDGET and streamable(ref.model, names)
     if stream:
         def captured():
             windows = batches()
@@ -196,7 +197,7 @@ def _calibration(ref, spec: str, tokens: int, names: list[str], *,
             return layer_hessians(ref.model, windows, names, captured=inputs)
 
         log.info("calibration: one decoder layer at a time (%.1f GB of Hessians at once)",
-                 hessian_bytes(ref.model, names) / 1e9)
+                 at_once / 1e9)
         return Calibration({}, key=(spec, tokens), layers=layers)
     return ref.memoized("calibration", (spec, tokens),
                         lambda: Calibration(collect_hessians(ref.model, batches(), names),
