@@ -44,7 +44,7 @@ def pack_codes(qw: QuantizedWeight) -> np.ndarray:
 
 def quantize_onnx(src_dir: Path, dst_dir: Path, weights: dict[str, QuantizedWeight],
                   recipe: Recipe, *, keep_float: Sequence[np.ndarray] = (),
-                  accuracy_level: int | None = None) -> dict:
+                  accuracy_level: int | None = None, model_file: str = MODEL_FILE) -> dict:
     """Read src_dir/model.onnx (+data), write the quantized graph to dst_dir. Returns stats.
 
     accuracy_level overrides the recipe's (4 = int8 activations in the kernel, 0 = float
@@ -58,7 +58,7 @@ def quantize_onnx(src_dir: Path, dst_dir: Path, weights: dict[str, QuantizedWeig
 
     # the graph alone: float weights are read one at a time from the data file when hashed,
     # and copied through when saved (the 1B's 4 GB of float weights never sit in memory)
-    model = onnx.load(str(src_dir / MODEL_FILE), load_external_data=False)
+    model = onnx.load(str(src_dir / model_file), load_external_data=False)
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
     by_hash = {qw.float_hash: qw for qw in weights.values()}
@@ -125,15 +125,16 @@ def quantize_onnx(src_dir: Path, dst_dir: Path, weights: dict[str, QuantizedWeig
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     dst_dir.mkdir(parents=True, exist_ok=True)
     new_inits.clear()  # their bytes are in the graph now
-    save_streamed(model, src_dir, dst_dir)
+    save_streamed(model, src_dir, dst_dir, model_file=model_file)
     return {"matmulnbits": sum(n.op_type == "MatMulNBits" for n in graph.node),
             "quantized_weights": len(replaced), "packed_groups": packed,
             "embedding": head_name is not None, "accuracy_level": accuracy_level,
             "activations": "float" if accuracy_level == 0 else recipe.activations["onnx"]}
 
 
-def save_streamed(model, src_dir: Path, dst_dir: Path, *, threshold: int = 1024) -> None:
-    """dst_dir/model.onnx + model.onnx.data: every initializer of `threshold` bytes or more
+def save_streamed(model, src_dir: Path, dst_dir: Path, *, model_file: str = MODEL_FILE,
+                  threshold: int = 1024) -> None:
+    """dst_dir/<model_file> + <model_file>.data: every initializer of `threshold` bytes or more
     goes to the data file, one at a time: in-memory ones (the new packed codes) from their
     bytes, external ones (the float weights kept) copied from the source's data file. What
     onnx.save(save_as_external_data=True) writes, without loading the source's weights."""
@@ -146,7 +147,8 @@ def save_streamed(model, src_dir: Path, dst_dir: Path, *, threshold: int = 1024)
         raise ValueError("external data in a node attribute: not written by save_streamed")
     sources: dict[str, Any] = {}
     try:
-        with open(dst_dir / DATA_FILE, "wb") as out:
+        data_file = f"{model_file}.data"  # model.onnx.data for the decoder's model.onnx
+        with open(dst_dir / data_file, "wb") as out:
             for tensor in graph.initializer:
                 if uses_external_data(tensor):
                     info = ExternalDataInfo(tensor)
@@ -165,13 +167,13 @@ def save_streamed(model, src_dir: Path, dst_dir: Path, *, threshold: int = 1024)
                 tensor.ClearField("raw_data")
                 del tensor.external_data[:]
                 tensor.data_location = onnx.TensorProto.EXTERNAL
-                for key, value in (("location", DATA_FILE), ("offset", offset), ("length", len(data))):
+                for key, value in (("location", data_file), ("offset", offset), ("length", len(data))):
                     entry = tensor.external_data.add()
                     entry.key, entry.value = key, str(value)
     finally:
         for fh in sources.values():
             fh.close()
-    onnx.save(model, str(dst_dir / MODEL_FILE))
+    onnx.save(model, str(dst_dir / model_file))
 
 
 def _inside(directory: Path, location: str) -> Path:

@@ -112,26 +112,10 @@ def features_error(want: np.ndarray, got: np.ndarray) -> dict[str, float]:
 
 
 def _onnx_graph(src_dir: Path, dst_dir: Path, file: str, weights, recipe, level) -> dict:
-    """One graph through the text backend (which reads and writes model.onnx), renamed back."""
-    import onnx
-
+    """One graph through the text backend, under its own name (`file` and `file`.data)."""
     from quantization.onnx_backend import quantize_onnx
 
-    stage_in, stage_out = dst_dir / f".{file}.in", dst_dir / f".{file}.out"
-    stage_in.mkdir()
-    try:
-        shutil.copy2(src_dir / file, stage_in / "model.onnx")  # its data file keeps its name
-        data = src_dir / f"{file}.data"
-        if data.is_file():
-            shutil.copy2(data, stage_in / data.name)
-        stats = quantize_onnx(stage_in, stage_out, weights, recipe, accuracy_level=level)
-        model = onnx.load(str(stage_out / "model.onnx"), load_external_data=True)
-        onnx.save(model, str(dst_dir / file), save_as_external_data=True,
-                  all_tensors_to_one_file=True, location=f"{file}.data", size_threshold=1024)
-    finally:
-        shutil.rmtree(stage_in, ignore_errors=True)
-        shutil.rmtree(stage_out, ignore_errors=True)
-    return stats
+    return quantize_onnx(src_dir, dst_dir, weights, recipe, accuracy_level=level, model_file=file)
 
 
 def quantize_vision_onnx(src_dir: Path, dst_dir: Path, weights: dict[str, QuantizedWeight],
