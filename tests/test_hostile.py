@@ -1043,6 +1043,7 @@ SPECS = {
     "export-head-block-negative": (lambda c: spec_text(export={"tflite_head_block": -1}),
                                    ["tflite_head_block"]),
     "export-rotate-a-string": (lambda c: spec_text(export={"tflite_rotate": "no"}), ["tflite_rotate"]),
+    "export-onnx-rotate-a-string": (lambda c: spec_text(export={"onnx_rotate": "no"}), ["onnx_rotate"]),
     "unknown-top-level-key": (lambda c: spec_text(bogus_key=1), ["bogus_key"]),
     "recipes-unknown": (lambda c: spec_text(recipes=["nope"]), ["nope"]),
     "recipes-for-a-format-not-built": (lambda c: spec_text(recipes={"tflite": ["int8"]}), ["tflite"]),
