@@ -51,7 +51,7 @@ def export_onnx(ref: ReferenceModel, out_dir: str | Path, *, overwrite: bool = F
     from foundation.rotation import apply_to_decoder, rotated_copy
 
     rotate = ROTATE if rotate is None else bool(rotate)
-    model, rotation = rotated_copy(ref.model) if rotate else (ref.model, None)
+    model, rotation = rotated_copy(ref.model, in_place=ref.disposable) if rotate else (ref.model, None)
     decoder = OnnxCacheDecoder(model, ref.family).eval()
     apply_to_decoder(decoder)  # norms feeding Linears: SkipSimplifiedLayerNorm + 2 MatMuls
     num_layers = decoder.num_layers

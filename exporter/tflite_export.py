@@ -85,7 +85,7 @@ def export_tflite(ref: ReferenceModel, out_dir: str | Path, *, overwrite: bool =
     started = time.time()
     from foundation.rotation import apply_to_decoder, rotated_copy
 
-    model, rotation = rotated_copy(ref.model) if rotate else (ref.model, None)
+    model, rotation = rotated_copy(ref.model, in_place=ref.disposable) if rotate else (ref.model, None)
     module = StaticCacheDecoder(CacheDecoder(model, ref.family), cache_length,
                                 head_block=head_block).eval()
     apply_to_decoder(module.decoder)

@@ -145,12 +145,13 @@ def feeding_norms(hf_model) -> list[nn.Module]:
     return norms + [hf_model.model.norm]
 
 
-def rotated_copy(hf_model, seed: int = 0, block: int = DEFAULT_BLOCK):
+def rotated_copy(hf_model, seed: int = 0, block: int = DEFAULT_BLOCK, *, in_place: bool = False):
     """(a rotated deep copy of `hf_model`, its Rotation): the same function in float; the
     copy's forward applies the rotations through hooks, and `apply_to_decoder` makes a
-    CacheDecoder over it apply them too."""
+    CacheDecoder over it apply them too. in_place: rotate `hf_model` itself (its last user
+    only: a 1B's copy is 4 GB)."""
     rot = make_rotation(hf_model, seed, block)
-    model = copy.deepcopy(hf_model).eval()
+    model = (hf_model if in_place else copy.deepcopy(hf_model)).eval()
     cfg = model.config
     rh, rd = rot.hidden.dense(), rot.head_dim
     with torch.no_grad():

@@ -56,6 +56,10 @@ class ReferenceModel:
     # unmerged PEFT model that checks compare against
     adapter: dict | None = None
     adapter_model: Any = field(default=None, repr=False, compare=False)
+    # True when nothing reads `model` after the current stage: an exporter may then rotate it
+    # in place instead of deep-copying it (one fp32 checkpoint less at peak; a standalone
+    # `export` sets it for its last format)
+    disposable: bool = False
 
     def memoized(self, kind: str, key: tuple, compute, *, keep_one: bool = False):
         """`compute()` once per (kind, key): the reference logits and greedy runs every check of

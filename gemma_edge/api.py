@@ -49,10 +49,12 @@ def export(source: str, out: str | Path, *, formats: Iterable[str] = ("onnx", "t
         if (Path(out) / fmt).exists() and not overwrite:
             raise GemmaEdgeError(f"{Path(out) / fmt} already exists",
                                  "pass --overwrite or choose another --out")
+    owned = ref is None
     ref = ref or load_source(source, variant=variant, adapter=adapter)
     manifests = {}
     for fmt in names:
         entry = FORMATS[fmt]
+        ref.disposable = owned and fmt == names[-1]  # nothing reads the model after it
         own = {k: v for k, v in options.items() if k in entry.export_options and v is not None}
         exporter = ref.family.implementation(f"{fmt}.exporter", entry.exporter)
         manifests[fmt] = resolve(exporter)(ref, Path(out) / fmt, overwrite=overwrite,

@@ -43,6 +43,27 @@ def test_rotated_copy_is_the_same_function(tiny, name):
         np.testing.assert_allclose(r @ r.T, np.eye(r.shape[0]), atol=1e-5)
 
 
+def test_rotating_in_place_is_the_same_rotation_without_the_copy(tiny, tmp_path):
+    """A standalone export rotates its own model in place (ref.disposable): the same weights
+    as the copy, no second model; an export given a caller's ref never touches it."""
+    from foundation.rotation import rotated_copy
+    from foundation.sources import load_source
+    from gemma_edge.api import export
+
+    shared = tiny("gemma3_text")  # the session's: copied, never rotated in place
+    own = load_source("tiny:gemma3_text")
+    copied, _ = rotated_copy(shared.model)
+    same, _ = rotated_copy(own.model, in_place=True)
+    assert same is own.model
+    for name, p in copied.named_parameters():
+        assert torch.equal(p, dict(same.named_parameters())[name]), name
+    before = {n: p.clone() for n, p in shared.model.named_parameters()}
+    export(shared.spec, tmp_path / "out", formats=["onnx"], ref=shared)
+    assert not shared.disposable
+    for name, p in shared.model.named_parameters():
+        assert torch.equal(p, before[name]), name
+
+
 def test_rotation_is_reproducible_from_its_spec(tiny):
     from foundation.rotation import make_rotation
 
