@@ -17,6 +17,7 @@ from foundation.errors import GemmaEdgeError
 
 CHECK_DIR = "check"  # an artifact's last `check`: CHECK_DIR/report.json (+ report.html)
 CHECK_REPORT = "report.json"
+ENGINE_REPORT = "engine.json"  # a package's run in its engine: PACKAGE/CHECK_DIR/ENGINE_REPORT
 
 
 @dataclass(frozen=True)

@@ -141,6 +141,13 @@ def check(artifact: str | Path, against: str, *, text: str | None = None, max_to
 
     body = load_text(text or DEFAULT_EVAL_TEXT)
     load_gates(gates)  # a broken gates file fails before the work, not after it
+    if _is_package(artifact):
+        if images:
+            raise GemmaEdgeError("--image checks an artifact, not a package",
+                                 "check the exported or quantized artifact with --image")
+        return check_package(artifact, against, greedy_tokens=greedy_tokens, gates=gates,
+                             threads=threads, latency=latency, ref=ref, record=record,
+                             adapter=adapter)
     get_format(_format_of(artifact), f"artifact format in {artifact}")
     if images:  # a bad image fails before the (slow) model load
         from foundation.images import open_image
@@ -161,6 +168,33 @@ def check(artifact: str | Path, against: str, *, text: str | None = None, max_to
     result.update(record or {})
     result["report"] = str(write_check_report(result, artifact) / "report.html")
     return result
+
+
+def check_package(package: str | Path, against: str, *, greedy_tokens: int = 32,
+                  gates: str | None = None, threads: int | None = 2, latency: bool = True,
+                  ref=None, record: dict | None = None,
+                  adapter: str | None = None) -> dict[str, Any]:
+    """Run PACKAGE in its engine (LiteRT-LM, onnxruntime-genai): greedy on the check prompts
+    against the reference up to its first near-tie, and the engine's own TTFT and tokens/s;
+    writes PACKAGE/check/engine.json (runtime_check/engine_check.py)."""
+    from foundation.integrity import verify_package
+    from foundation.sources import load_source
+    from runtime_check.engine_check import check_package as run_engine_check
+    from runtime_check.engine_check import write_engine_report
+
+    verify_package(package)  # a tampered package fails before the (slow) model load
+    ref = ref or load_source(against, adapter=adapter)
+    result = run_engine_check(package, ref, greedy_tokens=greedy_tokens, gates_file=gates,
+                              threads=threads or 2, latency=latency)
+    result.update(record or {})
+    result["report"] = str(write_engine_report(result, package))
+    return result
+
+
+def _is_package(path: str | Path) -> bool:
+    from foundation.artifacts import MANIFEST_NAME, read_manifest
+
+    return (Path(path) / MANIFEST_NAME).is_file() and read_manifest(path).get("stage") == "package"
 
 
 def package(artifact: str | Path, kind: str, *, out: str | Path | None = None,

@@ -19,6 +19,8 @@ Spec (TOML):
     text = "builtin:gemma_edge_field_notes+austen_pride_and_prejudice_ch1"
     max_tokens = 512
     latency = true
+    engines = true           # run each package in its engine (LiteRT-LM, onnxruntime-genai):
+                             # greedy against the reference, the engine's own tok/s
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ from typing import Any
 from foundation.errors import GemmaEdgeError
 from foundation.formats import FORMATS, default_formats
 
-# [check] keys and their types; every one of them is part of the check stage's key
-CHECK_OPTIONS = {"text": str, "max_tokens": int, "greedy_tokens": int, "latency": bool}
+# [check] keys and their types; every one but engines is part of the check stage's key
+CHECK_OPTIONS = {"text": str, "max_tokens": int, "greedy_tokens": int, "latency": bool,
+                 "engines": bool}
 
 
 @dataclass
@@ -146,6 +149,11 @@ class BuildSpec:
                 raise GemmaEdgeError(f"build spec: [check] {key} must be a "
                                      f"{'positive integer' if kind is int else _TYPE_NAMES[kind]}, "
                                      f"not {value!r}", "see gemma-edge.toml for an example")
+
+    @property
+    def engines(self) -> bool:
+        """Run each package in its engine (LiteRT-LM, onnxruntime-genai) after packaging."""
+        return self.check.get("engines", True)
 
     def check_options(self) -> dict[str, Any]:
         """Every [check] option with its default: all of them decide a check's report."""

@@ -124,7 +124,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
     if args.store:
         raise GemmaEdgeError("--store goes with --stage", "add --stage NAME (see --plan)")
     from gemma_edge.api import build
-    from runtime_check.report import format_summary
+    from runtime_check.report import format_engine_summary, format_summary
 
     summary = build(args.spec, progress=not args.quiet)
     if args.json:
@@ -133,7 +133,10 @@ def _cmd_build(args: argparse.Namespace) -> int:
         done = [s for s in summary["stages"] if not s["skipped"]]
         print(f"build: {len(done)} stage(s) run, {len(summary['stages']) - len(done)} up to date, "
               f"{summary['seconds']:.0f} s")
-        print(format_summary(summary["report_data"]["artifacts"]))
+        data = summary["report_data"]
+        print(format_summary(data["artifacts"]))
+        if data.get("packages"):
+            print(format_engine_summary(data["packages"], data["artifacts"]))
         for pkg in summary["packages"]:
             print(f"package: {pkg}")
         print(f"report: {summary['report']}")
@@ -145,7 +148,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     from gemma_edge.api import check
-    from runtime_check.report import format_summary
+    from runtime_check.report import format_engine_summary, format_summary
 
     result = check(args.artifact, args.against, text=args.text, max_tokens=args.max_tokens,
                    greedy_tokens=args.greedy_tokens, gates=args.gates, threads=args.threads,
@@ -155,7 +158,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
             "metrics": {k: v for k, v in result["metrics"].items() if k != "kld_per_position"}},
             indent=2))
     else:
-        print(format_summary([result]))
+        print(format_engine_summary([result]) if "engine" in result else format_summary([result]))
         print(f"report: {result['report']}")
     if not result["passed"]:
         failed = [g["text"] for g in result["gates"] if not g["passed"]]
@@ -165,7 +168,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from runtime_check.report import build_report, format_summary
+    from runtime_check.report import build_report, format_engine_summary, format_summary
 
     html, report = build_report(args.build_dir)
     if args.json:
@@ -173,5 +176,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
                           "artifacts": len(report["artifacts"])}, indent=2))
     else:
         print(format_summary(report["artifacts"]))
+        if report.get("packages"):
+            print(format_engine_summary(report["packages"], report["artifacts"]))
         print(f"report: {html}")
     return EXIT_OK if report["passed"] else EXIT_GATE

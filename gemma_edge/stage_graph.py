@@ -24,7 +24,7 @@ from typing import Any
 from foundation.errors import GemmaEdgeError
 from foundation.formats import CHECK_DIR, FORMATS, PACKAGE_KINDS
 from gemma_edge.build_spec import BuildSpec
-from gemma_edge.stages import ChildRun, Stage, output_state, run_stages, stage_key, timed
+from gemma_edge.stages import REPORTS, ChildRun, Stage, output_state, run_stages, stage_key, timed
 
 log = logging.getLogger("gemma_edge")
 
@@ -69,15 +69,22 @@ def plan(spec: BuildSpec) -> list[Stage]:
                           (producer.name,), check_options, _check_tools(name.split("-")[0]))
               for name, producer in artifacts}
     stages += list(checks.values())
+    engines = []  # after every package: like checks, they time what they run
     if spec.package:
         for name, producer in artifacts:
             fmt = FORMATS[name.split("-")[0]]
-            stages.append(Stage(f"package {name}", "package",
-                                spec.out / "packages" / f"{name}.{fmt.package}",
+            target = spec.out / "packages" / f"{name}.{fmt.package}"
+            stages.append(Stage(f"package {name}", "package", target,
                                 (producer.name, checks[name].name),
                                 {"kind": fmt.package, "artifact": str(producer.output)},
                                 PACKAGE_KINDS[fmt.package].tools))
-    return stages
+            if spec.engines:  # the package in the engine an app runs it in
+                engine_options = {k: check_options[k] for k in (
+                    "greedy_tokens", "latency", "gates", "gates_sha256")}
+                engines.append(Stage(f"engine {name}", "engine", target / CHECK_DIR,
+                                     (f"package {name}",), engine_options,
+                                     ("torch", "transformers", *PACKAGE_KINDS[fmt.package].tools)))
+    return stages + engines
 
 
 def _check_tools(fmt: str) -> tuple[str, ...]:
@@ -179,8 +186,8 @@ def run_build(spec: BuildSpec, *, progress: bool = True) -> dict[str, Any]:
         pending = [s for s in stages if s.name not in contents and s.name not in background]
         while pending:
             stage = pending.pop(0)
-            # a check times its artifact: nothing runs beside it
-            join(list(background) if stage.action == "check" else stage.needs)
+            # a check (of an artifact, of a package in its engine) times it: nothing beside it
+            join(list(background) if stage.action in REPORTS else stage.needs)
             if up_to_date(stage):
                 continue
             batch = [stage]

@@ -24,7 +24,7 @@ from typing import Any
 
 from foundation.errors import GemmaEdgeError
 from gemma_edge.build_spec import BuildSpec
-from gemma_edge.stages import ChildRun, Stage, output_state, run_stages, stage_key, timed
+from gemma_edge.stages import REPORTS, ChildRun, Stage, output_state, run_stages, stage_key, timed
 
 
 def find_stage(stages: list[Stage], name: str) -> Stage:
@@ -84,8 +84,8 @@ def run_stage(spec: BuildSpec, name: str, *, store: str | Path | None = None,
     result = {"stage": target.name, "key": key, "output": str(target.output), "ran": ran,
               "seconds": round(wall, 1), "cpu_seconds": round(cpu, 1),
               "store": str(store / key) if store is not None else None}
-    if target.action == "check":
-        report = json.loads((target.output / "report.json").read_text())
+    if target.action in REPORTS:
+        report = json.loads((target.output / REPORTS[target.action]).read_text())
         result["passed"] = report.get("passed", True)
     return result
 
@@ -121,7 +121,7 @@ def _from_store(stage: Stage, key: str, store: Path | None) -> str | None:
             f"store entry {store / key} for '{stage.name}' does not verify "
             f"({why or 'it records another key'})",
             "delete that entry and run its stage again")
-    _copy_dir(entry, stage.output, skip_checks=stage.action != "check")
+    _copy_dir(entry, stage.output, skip_checks=stage.action not in REPORTS)
     return _fresh(stage, key)
 
 
@@ -135,7 +135,7 @@ def _publish(stage: Stage, key: str, store: Path, source: str) -> None:
     tmp = store / f".{key}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        _copy_dir(stage.output, tmp / "output", skip_checks=stage.action != "check")
+        _copy_dir(stage.output, tmp / "output", skip_checks=stage.action not in REPORTS)
         (tmp / "stage.json").write_text(json.dumps(
             {"stage": stage.name, "key": key, "source": source, "made": time.time()}, indent=2))
         os.replace(tmp, final)

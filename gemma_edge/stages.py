@@ -27,13 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from foundation.errors import GemmaEdgeError
-from foundation.formats import CHECK_REPORT
+from foundation.formats import CHECK_REPORT, ENGINE_REPORT
 
 
 @dataclass
 class Stage:
     name: str  # "export onnx", "quantize onnx-int8", "check onnx-int8", "package onnx-int8"
-    action: str  # export | quantize | check | package (_ACTION below runs each)
+    action: str  # export | quantize | check | package | engine (_ACTION below runs each)
     output: Path  # the directory it writes (a check: ARTIFACT/check)
     needs: tuple[str, ...] = ()  # stages whose outputs it reads
     options: dict[str, Any] = field(default_factory=dict)  # all else that decides the output
@@ -55,6 +55,9 @@ class Stage:
 # (an input stage's content hash, gates_sha256, text_sha256). Left out, the key is the same
 # in every working copy, so machines of a CI matrix agree on it.
 LOCATION_OPTIONS = ("export", "artifact", "gates", "text")
+# stages whose output is a report in a check/ directory (of an artifact, of a package), by
+# the report's file name; the rest make artifacts with manifests
+REPORTS = {"check": CHECK_REPORT, "engine": ENGINE_REPORT}
 
 
 def stage_key(stage: Stage, contents: dict[str, str]) -> str:
@@ -75,8 +78,8 @@ def output_state(stage: Stage) -> tuple[str | None, str | None, str]:
     if not stage.output.exists():
         return None, None, "not made yet"
     try:
-        if stage.action == "check":
-            data = (stage.output / CHECK_REPORT).read_bytes()
+        if stage.action in REPORTS:
+            data = (stage.output / REPORTS[stage.action]).read_bytes()
             report = json.loads(data)
             return hashlib.sha256(data).hexdigest(), report.get("build_key"), ""
         manifest = verify_artifact(stage.output, stages=(
@@ -134,7 +137,16 @@ def _package(stage: Stage, record: dict, ref, progress: bool) -> None:
             record=record)
 
 
-_ACTION = {"export": _export, "quantize": _quantize, "check": _check, "package": _package}
+def _engine(stage: Stage, record: dict, ref, progress: bool) -> None:
+    from gemma_edge.api import check_package
+
+    o = stage.options
+    check_package(stage.output.parent, ref.spec, greedy_tokens=o["greedy_tokens"],
+                  gates=o["gates"], latency=o["latency"], ref=ref, record=record)
+
+
+_ACTION = {"export": _export, "quantize": _quantize, "check": _check, "package": _package,
+           "engine": _engine}
 
 
 class ChildRun:

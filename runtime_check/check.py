@@ -14,7 +14,7 @@ import numpy as np
 from foundation.errors import GemmaEdgeError
 from foundation.integrity import content_hash, verify_artifact
 from foundation.sources import ReferenceModel
-from runtime_check.gates import evaluate_gates, load_gates, recipe_family
+from runtime_check.gates import evaluate_gates, gates_of, load_gates, recipe_family
 from runtime_check.parity import greedy_match_length, parity_metrics
 from runtime_check.report import REPORT_SCHEMA
 from runtime_check.runner import greedy_generate, greedy_margins, teacher_forced_logits
@@ -117,7 +117,7 @@ def check_artifact(artifact: str | Path, ref: ReferenceModel, *, text: str,
     if family not in gates:
         raise GemmaEdgeError(f"no gates for recipe family '{family}'",
                              f"add '{family}' to the gates file")
-    results = evaluate_gates(metrics, gates[family])
+    results = evaluate_gates(metrics, gates_of(gates[family], engine=False))
     size = sum(f["bytes"] for name, f in manifest["files"].items()
                if name.startswith("model"))
     return {

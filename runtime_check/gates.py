@@ -65,6 +65,16 @@ def load_gates(path: str | Path | None = None) -> dict[str, list[dict[str, Any]]
     return gates
 
 
+# gates on metrics named engine_* are evaluated by the engine check of a package
+# (runtime_check/engine_check.py), the rest by the artifact's check
+ENGINE_PREFIX = "engine_"
+
+
+def gates_of(items: list[dict[str, Any]], *, engine: bool) -> list[dict[str, Any]]:
+    """The gates an engine check (engine=True) or an artifact check evaluates."""
+    return [g for g in items if g["metric"].startswith(ENGINE_PREFIX) == engine]
+
+
 def evaluate_gates(metrics: dict[str, Any], gates: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One result per gate: the value, the bound, passed, and by how much it missed."""
     results = []

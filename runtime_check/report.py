@@ -66,12 +66,17 @@ def build_report(build_dir: str | Path) -> tuple[Path, dict[str, Any]]:
     if not checks:
         raise GemmaEdgeError(f"no checked artifacts under {build}",
                              "run gemma-edge check on the artifacts first")
+    from foundation.formats import ENGINE_REPORT
+    from runtime_check.engine_check import verified_engine_check
+
     results = [verified_check(p) for p in checks]
+    engines = [verified_engine_check(p) for p in sorted(build.rglob(f"{CHECK_DIR}/{ENGINE_REPORT}"))]
     report = {"schema": REPORT_SCHEMA, "build": str(build), "generated": time.strftime(
-        "%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "artifacts": results,
-        "passed": all(r["passed"] for r in results)}
+        "%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "artifacts": results, "packages": engines,
+        "passed": all(r["passed"] for r in [*results, *engines])}
     (build / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    (build / "report.html").write_text(render_html(results, title=f"gemma-edge report: {build}"))
+    (build / "report.html").write_text(render_html(results, title=f"gemma-edge report: {build}",
+                                                   engines=engines))
     return build / "report.html", report
 
 
@@ -106,6 +111,80 @@ def format_summary(results: list[dict[str, Any]]) -> str:
                      f"{_fmt(row['ttft_ms'], '8.1f'):>8} {_fmt(row['decode_tps'], '8.1f'):>8}  "
                      f"{verdict}")
     return "\n".join(lines)
+
+
+def engine_rows(engines: list[dict[str, Any]], results: list[dict[str, Any]] = ()) -> list[dict]:
+    """One row per package run in its engine, with the Python runner's numbers of the
+    artifact it packages beside the engine's own."""
+    python = {r["name"]: r.get("latency") or {} for r in results}
+    rows = []
+    for e in engines:
+        lat, py = e.get("latency") or {}, python.get(e["artifact"], {})
+        rows.append({
+            "package": e["name"], "engine": e["engine"], "recipe": e["recipe"],
+            "greedy": f"{sum(g['agrees'] for g in e['greedy'])}/{len(e['greedy'])}",
+            "ttft_ms": lat["ttft_s"] * 1000 if lat.get("ttft_s") is not None else None,
+            "prefill_tps": lat.get("prefill_tps"), "decode_tps": lat.get("decode_tps"),
+            "peak_rss_mib": lat.get("peak_rss_mib"), "python_decode_tps": py.get("decode_tps"),
+            "python_ttft_ms": py.get("ttft_ms"), "passed": e["passed"],
+            "failed_gates": [g["text"] for g in e["gates"] if not g["passed"]]})
+    return rows
+
+
+def format_engine_summary(engines: list[dict[str, Any]], results: list[dict[str, Any]] = ()) -> str:
+    rows = engine_rows(engines, results)
+    name_w = max([7, *(len(r["package"]) for r in rows)])
+    lines = [f"{'package':{name_w}} {'engine':17} {'greedy≤tie':>10} {'TTFT ms':>8} "
+             f"{'pre t/s':>8} {'dec t/s':>8} {'RSS MiB':>8} {'py dec':>7}  result"]
+    for r in rows:
+        verdict = "PASS" if r["passed"] else "FAIL: " + "; ".join(r["failed_gates"])
+        lines.append(f"{r['package']:{name_w}} {r['engine']:17} {r['greedy']:>10} "
+                     f"{_fmt(r['ttft_ms'], '8.1f'):>8} {_fmt(r['prefill_tps'], '8.1f'):>8} "
+                     f"{_fmt(r['decode_tps'], '8.1f'):>8} {_fmt(r['peak_rss_mib'], '8.0f'):>8} "
+                     f"{_fmt(r['python_decode_tps'], '7.1f'):>7}  {verdict}")
+    return "\n".join(lines)
+
+
+def _engine_section(engines: list[dict[str, Any]], results: list[dict[str, Any]]) -> str:
+    """The packages as an app runs them: greedy against the reference and the engine's speed."""
+    if not engines:
+        return ""
+    rows = engine_rows(engines, results)
+    table = "".join(
+        f"<tr class={'pass' if r['passed'] else 'fail'}><td>{escape(r['package'])}</td>"
+        f"<td>{escape(r['engine'])}</td><td>{r['greedy']}</td>"
+        f"<td>{_fmt(r['ttft_ms'], '.0f')}</td><td>{_fmt(r['prefill_tps'], '.1f')}</td>"
+        f"<td>{_fmt(r['decode_tps'], '.1f')}</td><td>{_fmt(r['peak_rss_mib'], '.0f')}</td>"
+        f"<td>{_fmt(r['python_ttft_ms'], '.0f')}</td><td>{_fmt(r['python_decode_tps'], '.1f')}</td>"
+        f"<td>{'PASS' if r['passed'] else 'FAIL'}</td></tr>" for r in rows)
+    greedy = "".join(
+        f"<tr><td>{escape(e['name'])}</td><td>{escape(g['prompt'])}</td>"
+        f"<td>{g['match']}/{g['of']} (needs {g['required']})</td>"
+        f"<td>{escape(g['engine'][:120])}</td></tr>" for e in engines for g in e["greedy"])
+    return (f"<section><h2>Packages in their engines</h2><p>Each package run in the engine an "
+            f"app uses, against the reference: greedy tokens must match up to the reference's "
+            f"first near-tie (top-2 logits &lt; 0.1 apart) or stop token; speed from the "
+            f"engine's own counters, beside the Python runner's numbers of the same "
+            f"artifact.</p><table id=engines><tr><th>package</th><th>engine</th>"
+            f"<th>greedy ≤ tie</th><th>TTFT ms</th><th>prefill tok/s</th><th>decode tok/s</th>"
+            f"<th>peak MiB</th><th>Python TTFT ms</th><th>Python decode tok/s</th>"
+            f"<th>result</th></tr>{table}</table><h3>Greedy in the engine</h3><table "
+            f"class=greedy><tr><th>package</th><th>prompt</th><th>match</th>"
+            f"<th>engine's continuation</th></tr>{greedy}</table></section>")
+
+
+def _speed_plot(rows: list[dict[str, Any]], engines: list[dict[str, Any]],
+                results: list[dict[str, Any]]) -> str:
+    """Decode tok/s per artifact: the Python runner's, and its package's engine's beside it."""
+    engine = {e["artifact"]: e["decode_tps"] for e in
+              engine_rows(engines, results) if e["decode_tps"] is not None}
+    items = [(r["artifact"], [r["decode_tps"], engine.get(r["artifact"])]) for r in rows
+             if r["decode_tps"] is not None or r["artifact"] in engine]
+    if not items:
+        return ""
+    series = ("Python runner", "engine (package)") if engine else ("Python runner",)
+    return svg_plots.bars([(n, v[:len(series)]) for n, v in items], "Decode speed",
+                          "tokens/s", series=series)
 
 
 def _adapter_line(result: dict[str, Any]) -> str:
@@ -148,7 +227,8 @@ def _layer_plot(layers: list[dict[str, Any]] | None) -> str:
                           xlabel="Linear layer (model order; last = LM head)")
 
 
-def render_html(results: list[dict[str, Any]], *, title: str) -> str:
+def render_html(results: list[dict[str, Any]], *, title: str,
+                engines: list[dict[str, Any]] = ()) -> str:
     rows = summary_rows(results)
     table = "".join(
         f"<tr class={'pass' if r['passed'] else 'fail'}><td>{escape(r['artifact'])}</td>"
@@ -182,11 +262,11 @@ def render_html(results: list[dict[str, Any]], *, title: str) -> str:
             f"<th>artifact's continuation</th></tr>{greedy}</table></section>")
     scatter = svg_plots.scatter([(r["artifact"], r["size_mib"], r["kld_mean"]) for r in rows],
                                 "Size vs mean KLD", "size (MiB)", "mean KLD (nats)")
-    lat = [(r["artifact"], r["decode_tps"]) for r in rows if r["decode_tps"] is not None]
-    latency = svg_plots.bars(lat, "Decode speed", "tokens/s") if lat else ""
+    latency = _speed_plot(rows, list(engines), results)
     notes = sorted({n for r in results for n in r.get("notes", [])})
     defs = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in DEFINITIONS)
-    verdict = "all gates passed" if all(r["passed"] for r in rows) else "some gates FAILED"
+    verdict = ("all gates passed" if all(r["passed"] for r in [*rows, *engines])
+               else "some gates FAILED")
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{escape(title)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:24px;max-width:1120px;color:#222}}
 table{{border-collapse:collapse;margin:8px 0}}td,th{{border:1px solid #ccc;padding:4px 8px;
@@ -202,7 +282,7 @@ dt{{font-weight:bold}}section{{border-top:2px solid #eee;margin-top:20px}}</styl
 <th>mean KLD</th><th>top-1</th><th>PPL ratio</th><th>max |Δlogit|</th><th>greedy</th>
 <th>TTFT ms</th><th>decode tok/s</th><th>result</th></tr>{table}</table>
 <div class=plots>{scatter}{latency}</div>
-{''.join(sections)}
+{_engine_section(list(engines), results)}{''.join(sections)}
 <section><h2>Notes</h2><ul>{''.join(f'<li>{escape(n)}</li>' for n in notes) or '<li>none</li>'}
 </ul><h2>Definitions</h2><dl>{defs}</dl></section></body></html>
 """

@@ -74,30 +74,82 @@ def line(values: list[float], title: str, ylabel: str, xlabel: str = "position i
                   _ticks(0, len(vals) - 1, "x", x), _ticks(0, top, "y", y))
 
 
+CHAR_W, LINE_H = 5.8, 12  # a 10 px label's advance per character, and its line height
+
+
+def _free_spot(x: float, y: float, text: str, taken: list[tuple[float, float, float, float]]):
+    """Where a label for the point (x, y) overlaps no label placed before it: right of the
+    point, then stepping down and up by a line, then the same on the left."""
+    width = CHAR_W * len(text)
+    for side in (1, -1):
+        for step in (0, 1, -1, 2, -2, 3, -3, 4, -4):
+            lx = x + 7 if side > 0 else x - 7 - width
+            ly = y - 6 + step * LINE_H
+            box = (lx, ly - LINE_H + 2, lx + width, ly + 2)
+            inside = box[0] >= 2 and box[2] <= W - 2 and box[1] >= 24 and box[3] <= H - PAD
+            if inside and not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3]
+                                  and b[1] < box[3] for b in taken):
+                taken.append(box)
+                return lx, ly
+    taken.append((x + 7, y - 16, x + 7 + width, y - 4))
+    return x + 7, y - 6
+
+
 def scatter(points: list[tuple[str, float, float]], title: str, xlabel: str, ylabel: str) -> str:
     pts = [(n, a, b) for n, a, b in points if math.isfinite(a) and math.isfinite(b)] or [
         ("", 0.0, 0.0)]
     xs, ys = [p[1] for p in pts], [p[2] for p in pts]
     x = _scale(0, max(xs) * 1.1 or 1.0, PAD, W - RIGHT)
     y = _scale(0, max(ys) * 1.15 or 1.0, H - PAD, 30)
-    body = "".join(
-        f'<circle cx="{x(a):.1f}" cy="{y(b):.1f}" r="5" fill="#59a14f"/>'
-        f'<text x="{x(a) + 7:.1f}" y="{y(b) - 6:.1f}" font-size="10">{escape(n)}</text>'
-        for n, a, b in pts)
-    return _frame(title, xlabel, ylabel, body, _ticks(0, max(xs) * 1.1 or 1.0, "x", x),
+    taken: list = []
+    body = []
+    for n, a, b in sorted(pts, key=lambda p: y(p[2])):  # top first: labels go down the chart
+        lx, ly = _free_spot(x(a), y(b), n, taken)
+        body.append(f'<circle cx="{x(a):.1f}" cy="{y(b):.1f}" r="5" fill="#59a14f"/>'
+                    f'<text x="{lx:.1f}" y="{ly:.1f}" font-size="10">{escape(n)}</text>')
+    return _frame(title, xlabel, ylabel, "".join(body), _ticks(0, max(xs) * 1.1 or 1.0, "x", x),
                   _ticks(0, max(ys) * 1.15 or 1.0, "y", y))
 
 
-def bars(items: list[tuple[str, float]], title: str, ylabel: str) -> str:
-    items = [(n, v if math.isfinite(v) else 0.0) for n, v in items] or [("", 0.0)]
-    top = max(v for _, v in items) or 1.0
-    y = _scale(0, top * 1.1, H - PAD, 30)
-    width = (W - RIGHT - PAD) / len(items)
-    body = "".join(
-        f'<rect x="{PAD + i * width + 6:.1f}" y="{y(v):.1f}" width="{width - 12:.1f}" '
-        f'height="{H - PAD - y(v):.1f}" fill="#f28e2b"/>'
-        f'<text x="{PAD + (i + 0.5) * width:.1f}" y="{H - PAD + 14}" text-anchor="middle" '
-        f'font-size="10">{escape(n)}</text>'
-        f'<text x="{PAD + (i + 0.5) * width:.1f}" y="{y(v) - 4:.1f}" text-anchor="middle" '
-        f'font-size="10">{v:.3g}</text>' for i, (n, v) in enumerate(items))
-    return _frame(title, "", ylabel, body, "", _ticks(0, top * 1.1, "y", y))
+SERIES_COLORS = ("#f28e2b", "#4e79a7", "#59a14f")
+
+
+def bars(rows: list[tuple[str, list[float | None]]], title: str, xlabel: str,
+         series: tuple[str, ...] = ("",)) -> str:
+    """Horizontal bars, one row per name (its label on its own line, so long artifact names
+    never overlap), one bar per series in each row (None: no bar), a legend when > 1 series."""
+    rows = [(n, [v if v is not None and math.isfinite(v) else None for v in vals])
+            for n, vals in rows] or [("", [None])]
+    top = max((v for _, vals in rows for v in vals if v is not None), default=0.0) or 1.0
+    label_w = min(220.0, CHAR_W * max(len(n) for n, _ in rows) + 12)
+    bar_h = 12.0
+    row_h = bar_h * len(series) + 8
+    height = int(44 + row_h * len(rows) + (16 if len(series) > 1 else 0))
+    x = _scale(0, top * 1.15, label_w, W - RIGHT)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{height}" '
+           f'viewBox="0 0 {W} {height}" role="img" aria-label="{escape(title)}">'
+           f'<rect width="{W}" height="{height}" fill="white"/>'
+           f'<text x="{W / 2}" y="18" text-anchor="middle" font-size="14" font-weight="bold">'
+           f'{escape(title)}</text>']
+    for i, (name, vals) in enumerate(rows):
+        top_y = 30 + i * row_h
+        out.append(f'<text x="{label_w - 6:.1f}" y="{top_y + row_h / 2 + 2:.1f}" '
+                   f'text-anchor="end" font-size="10">{escape(name)}</text>')
+        for j, v in enumerate(vals):
+            if v is None:
+                continue
+            by = top_y + 4 + j * bar_h
+            out.append(f'<rect x="{label_w:.1f}" y="{by:.1f}" width="{x(v) - label_w:.1f}" '
+                       f'height="{bar_h - 2:.1f}" fill="{SERIES_COLORS[j % 3]}"/>'
+                       f'<text x="{x(v) + 4:.1f}" y="{by + bar_h - 3:.1f}" font-size="10">'
+                       f'{v:.3g}</text>')
+    base = 30 + row_h * len(rows)
+    out.append(f'<text x="{(label_w + W - RIGHT) / 2:.1f}" y="{base + 14:.1f}" '
+               f'text-anchor="middle" font-size="12">{escape(xlabel)}</text>')
+    if len(series) > 1:
+        for j, name in enumerate(series):
+            lx = label_w + j * 170
+            out.append(f'<rect x="{lx:.1f}" y="{base + 22:.1f}" width="10" height="10" '
+                       f'fill="{SERIES_COLORS[j % 3]}"/><text x="{lx + 14:.1f}" '
+                       f'y="{base + 31:.1f}" font-size="10">{escape(name)}</text>')
+    return "".join(out) + "</svg>"

@@ -36,8 +36,9 @@ def built(tmp_path_factory):
 
 
 ALL = {"export onnx", "quantize onnx-int8", "check onnx", "check onnx-int8", "package onnx",
-       "package onnx-int8"}
-AFTER_CHECKS = {"check onnx", "check onnx-int8", "package onnx", "package onnx-int8"}
+       "package onnx-int8", "engine onnx", "engine onnx-int8"}
+AFTER_CHECKS = {"check onnx", "check onnx-int8", "package onnx", "package onnx-int8",
+                "engine onnx", "engine onnx-int8"}
 
 
 def test_the_plan_of_a_finished_build_is_all_up_to_date_with_keys(built, capsys):
@@ -47,6 +48,7 @@ def test_the_plan_of_a_finished_build_is_all_up_to_date_with_keys(built, capsys)
     assert all(len(s["key"]) == 64 for s in plan.values())
     assert plan["package onnx-int8"]["needs"] == ["quantize onnx-int8", "check onnx-int8"]
     assert plan["quantize onnx-int8"]["options"]["recipe"] == "int8"
+    assert plan["engine onnx-int8"]["needs"] == ["package onnx-int8"]
     assert not (tmp / "b" / "plan").exists()  # nothing ran
 
 
@@ -56,16 +58,20 @@ def test_the_plan_of_a_finished_build_is_all_up_to_date_with_keys(built, capsys)
     ({"latency": "true"}, AFTER_CHECKS),
     ({"text": '"builtin:austen_pride_and_prejudice_ch1"'}, AFTER_CHECKS),
     ({"recipes": '["int8", "int8-calibrated"]'},
-     {"quantize onnx-int8-calibrated", "check onnx-int8-calibrated", "package onnx-int8-calibrated"}),
+     {"quantize onnx-int8-calibrated", "check onnx-int8-calibrated", "package onnx-int8-calibrated",
+      "engine onnx-int8-calibrated"}),
     ({"package": "false"}, set()),
+    ({"engines": "false"}, set()),
 ])
 def test_an_option_change_makes_exactly_its_stage_and_what_follows_stale(built, capsys, tmp_path,
                                                                         change, stale):
     tmp, _spec_file = built
-    check = {k: v for k, v in change.items() if k in BASE}
-    other = {k: v for k, v in change.items() if k not in BASE}
+    check = {k: v for k, v in change.items() if k in {*BASE, "engines"}}
+    other = {k: v for k, v in change.items() if k not in check}
     plan = _plan(_spec(tmp / "changed.toml", **other, **check), capsys)
     assert {name for name, s in plan.items() if not s["fresh"]} == stale
+    if change.get("engines") == "false":  # no package runs in its engine then
+        assert not [name for name in plan if name.startswith("engine ")]
 
 
 def test_a_changed_gates_file_reruns_the_checks(built, capsys):
@@ -82,9 +88,11 @@ def test_a_changed_gates_file_reruns_the_checks(built, capsys):
 
 @pytest.mark.parametrize("victim, stale", [
     ("onnx/model.onnx.data", ALL),
-    ("onnx-int8/model.onnx", {"quantize onnx-int8", "check onnx-int8", "package onnx-int8"}),
-    ("onnx/check/report.json", {"check onnx", "package onnx"}),
-    ("packages/onnx.onnx-bundle/genai_config.json", {"package onnx"}),
+    ("onnx-int8/model.onnx", {"quantize onnx-int8", "check onnx-int8", "package onnx-int8",
+                              "engine onnx-int8"}),
+    ("onnx/check/report.json", {"check onnx", "package onnx", "engine onnx"}),
+    ("packages/onnx.onnx-bundle/genai_config.json", {"package onnx", "engine onnx"}),
+    ("packages/onnx.onnx-bundle/check/engine.json", {"engine onnx"}),
 ])
 def test_a_tampered_byte_makes_its_stage_and_what_follows_stale(built, capsys, victim, stale):
     tmp, spec = built
