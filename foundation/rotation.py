@@ -205,11 +205,13 @@ def apply_to_decoder(decoder) -> None:
 def rotated_reference(ref, spec: dict):
     """`ref` with its model replaced by the rotated copy an export with this rotation spec
     holds (the quantizer decides codes on the rotated weights, calibrated on the rotated
-    activations). Built once per loaded model and spec."""
+    activations). Built once per loaded model and spec; in place when `ref.disposable` (a
+    4B's copy is 15.5 GB)."""
     import dataclasses
 
     def build():
-        model, rot = rotated_copy(ref.model, int(spec["seed"]), int(spec["block"]))
+        model, rot = rotated_copy(ref.model, int(spec["seed"]), int(spec["block"]),
+                                  in_place=ref.disposable)
         # calibration statistics already collected on the unrotated model carry over:
         # the input x R of a rotated Linear has the Hessian Rᵀ H R (saves a calibration pass)
         # (entries are quantization.weights.Calibration: hessians, and factors derived from them)

@@ -8,6 +8,7 @@ functions, so importing this module stays cheap.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -120,6 +121,9 @@ def quantize(exports: str | Path | Sequence[str | Path], recipes: str | Iterable
 
     inputs = read_manifest(jobs[0][0])["inputs"]
     ref = load_source(inputs["source"], variant=inputs.get("variant"))
+    # every job quantizes the same rotation (or none): it may rotate the model in place
+    ref.disposable = len({json.dumps(read_manifest(e).get("graph", {}).get("rotation"),
+                                     sort_keys=True) for e, _f, _n, _t in jobs}) == 1
     return {str(target): quantize_export(export_dir, target, name, calibration=calibration,
                                          ref=ref, overwrite=overwrite, progress=progress)
             for export_dir, _fmt, name, target in jobs}

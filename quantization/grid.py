@@ -22,6 +22,7 @@ the snapped weight finds the same scale and the same codes.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,13 +72,26 @@ def round_scale(scale: np.ndarray, grid: Grid) -> np.ndarray:
     return scale
 
 
+# elements per row chunk of a weight's float temporaries (64 MB each): a 4B model's LM head
+# (262,144 x 2,560) would otherwise need ~2.7 GB per temporary, five of them at once
+ROW_CHUNK = 1 << 24
+
+
+def row_chunks(n: int, k: int) -> Iterator[slice]:
+    rows = max(1, ROW_CHUNK // max(k, 1))
+    for start in range(0, n, rows):
+        yield slice(start, min(start + rows, n))
+
+
 def block_scales(weight: np.ndarray, grid: Grid) -> np.ndarray:
     """Per-block scales [N, K/block] from the weight's block maxima."""
     n, k = weight.shape
     b = grid.block_size(k)
     if k % b:
         raise ValueError(f"input dimension {k} is not a multiple of block {b}")
-    absmax = np.abs(weight.reshape(n, k // b, b)).max(axis=2)
+    absmax = np.empty((n, k // b), np.float32)
+    for rows in row_chunks(n, k):
+        absmax[rows] = np.abs(weight[rows].reshape(-1, k // b, b)).max(axis=2)
     return round_scale(absmax / grid.qmax, grid)
 
 
@@ -90,8 +104,11 @@ def quantize_rtn(weight: np.ndarray, grid: Grid) -> tuple[np.ndarray, np.ndarray
     """Round-to-nearest codes (int8 array [N, K]) and scales [N, K/block]."""
     weight = np.asarray(weight, dtype=np.float32)
     scales = block_scales(weight, grid)
-    codes = np.clip(np.rint(weight / expand(scales, weight.shape[1])), grid.signed_min, grid.qmax)
-    return codes.astype(np.int8), scales
+    codes = np.empty(weight.shape, np.int8)
+    for rows in row_chunks(*weight.shape):
+        codes[rows] = np.clip(np.rint(weight[rows] / expand(scales[rows], weight.shape[1])),
+                              grid.signed_min, grid.qmax)
+    return codes, scales
 
 
 def dequantize(codes: np.ndarray, scales: np.ndarray) -> np.ndarray:

@@ -121,7 +121,8 @@ def engine_rows(engines: list[dict[str, Any]], results: list[dict[str, Any]] = (
     for e in engines:
         lat, py = e.get("latency") or {}, python.get(e["artifact"], {})
         rows.append({
-            "package": e["name"], "engine": e["engine"], "recipe": e["recipe"],
+            "package": e["name"], "artifact": e["artifact"], "engine": e["engine"],
+            "recipe": e["recipe"],
             "greedy": f"{sum(g['agrees'] for g in e['greedy'])}/{len(e['greedy'])}",
             "ttft_ms": lat["ttft_s"] * 1000 if lat.get("ttft_s") is not None else None,
             "prefill_tps": lat.get("prefill_tps"), "decode_tps": lat.get("decode_tps"),

@@ -112,3 +112,21 @@ def test_output_error_of_a_tall_weight_is_estimated_on_strided_rows():
     full = output_error(w, codes, scales, h, max_rows=8192)
     sampled = output_error(w, codes, scales, h, max_rows=2048)
     assert sampled != full and sampled == pytest.approx(full, rel=0.1)
+
+
+def test_rtn_in_row_chunks_gives_the_same_codes(monkeypatch):
+    """quantize_rtn and block_scales keep their float temporaries to one row chunk (a 4B
+    model's head would need ~2.7 GB per temporary): the codes and scales do not change."""
+    import numpy as np
+
+    from quantization import grid as grid_module
+    from quantization.weights import grid_for
+
+    w = np.random.default_rng(0).standard_normal((300, 256)).astype(np.float32) * 0.02
+    for g in (grid_for("onnx", 8, 32), grid_for("onnx", 4, 32), grid_for("tflite", 8, 0)):
+        whole = grid_module.quantize_rtn(w, g)
+        monkeypatch.setattr(grid_module, "ROW_CHUNK", 256 * 7)  # 7 rows: a ragged last chunk
+        chunked = grid_module.quantize_rtn(w, g)
+        monkeypatch.undo()
+        np.testing.assert_array_equal(chunked[0], whole[0])
+        np.testing.assert_array_equal(chunked[1], whole[1])

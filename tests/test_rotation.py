@@ -46,7 +46,7 @@ def test_rotated_copy_is_the_same_function(tiny, name):
 def test_rotating_in_place_is_the_same_rotation_without_the_copy(tiny, tmp_path):
     """A standalone export rotates its own model in place (ref.disposable): the same weights
     as the copy, no second model; an export given a caller's ref never touches it."""
-    from foundation.rotation import rotated_copy
+    from foundation.rotation import rotated_copy, rotated_reference
     from foundation.sources import load_source
     from gemma_edge.api import export
 
@@ -57,6 +57,12 @@ def test_rotating_in_place_is_the_same_rotation_without_the_copy(tiny, tmp_path)
     assert same is own.model
     for name, p in copied.named_parameters():
         assert torch.equal(p, dict(same.named_parameters())[name]), name
+    own = load_source("tiny:gemma3_text")
+    own.disposable = True  # a standalone quantize of one rotation: rotated_reference in place
+    spec = copied.gemma_edge_rotation.spec()
+    assert rotated_reference(own, spec).model is own.model
+    for name, p in rotated_reference(shared, spec).model.named_parameters():
+        assert torch.equal(p, dict(own.model.named_parameters())[name]), name
     before = {n: p.clone() for n, p in shared.model.named_parameters()}
     export(shared.spec, tmp_path / "out", formats=["onnx"], ref=shared)
     assert not shared.disposable
