@@ -22,15 +22,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def matched_tokens(tokenizer, reference_ids: list[int], text: str) -> int:
-    """Leading reference tokens whose decoded text the engine's text starts with."""
-    n = 0
-    while n < len(reference_ids) and text.startswith(
-            tokenizer.decode(reference_ids[: n + 1], skip_special_tokens=True)):
-        n += 1
-    return n
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--build", required=True)
@@ -42,6 +33,7 @@ def main() -> None:
     sys.path.insert(0, str(HERE.parent))
     from foundation.sources import load_source
     from runtime_check.check import DEFAULT_PROMPTS
+    from runtime_check.engine_check import matched_tokens
     from runtime_check.engines import open_engine
     from runtime_check.runner import greedy_generate
     from runtime_check.torch_runner import TorchRunner

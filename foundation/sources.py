@@ -73,6 +73,19 @@ class ReferenceModel:
             entries[key] = compute()
         return entries[key]
 
+    def release_weights(self) -> None:
+        """Free the model's weights (its last user is done with them: a standalone quantize
+        after deciding its last recipe's codes, before the backend writes them; the 4B's
+        reference is 15.5 GB). The model object stays; using it afterwards is a bug."""
+        import gc
+
+        import torch
+
+        for p in self.model.parameters():
+            p.data = torch.empty(0)
+        self.memo.clear()
+        gc.collect()
+
     @property
     def config(self):
         return self.model.config

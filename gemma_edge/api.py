@@ -124,9 +124,12 @@ def quantize(exports: str | Path | Sequence[str | Path], recipes: str | Iterable
     # every job quantizes the same rotation (or none): it may rotate the model in place
     ref.disposable = len({json.dumps(read_manifest(e).get("graph", {}).get("rotation"),
                                      sort_keys=True) for e, _f, _n, _t in jobs}) == 1
+    # the last job frees the weights once its codes are decided: the backend then writes
+    # without the reference model beside it (a 4B's is 15.5 GB)
     return {str(target): quantize_export(export_dir, target, name, calibration=calibration,
-                                         ref=ref, overwrite=overwrite, progress=progress)
-            for export_dir, _fmt, name, target in jobs}
+                                         ref=ref, overwrite=overwrite, progress=progress,
+                                         last_use=i == len(jobs) - 1)
+            for i, (export_dir, _fmt, name, target) in enumerate(jobs)}
 
 
 def check(artifact: str | Path, against: str, *, text: str | None = None, max_tokens: int = 512,

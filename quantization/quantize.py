@@ -31,8 +31,11 @@ _COPIED = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
 def quantize_export(export_dir: str | Path, out_dir: str | Path, recipe_name: str, *,
                     calibration: str | None = None, calibration_tokens: int = 4096, ref=None,
                     overwrite: bool = False, progress: bool = True, record: dict | None = None,
-                    onnx_accuracy_level: int | None = None) -> dict[str, Any]:
-    """`onnx_accuracy_level` overrides the recipe's (see quantization.onnx_backend)."""
+                    onnx_accuracy_level: int | None = None,
+                    last_use: bool = False) -> dict[str, Any]:
+    """`onnx_accuracy_level` overrides the recipe's (see quantization.onnx_backend).
+    last_use: nothing reads `ref`'s weights after this recipe's codes are decided, so they
+    are freed before the backend writes the artifact."""
     from foundation.sources import load_source
     from quantization.recipes import get_recipe
 
@@ -72,6 +75,9 @@ def quantize_export(export_dir: str | Path, out_dir: str | Path, recipe_name: st
     weights = weigh(qref, recipe, fmt, calibration=calibration,
                                calibration_tokens=calibration_tokens, progress=progress,
                                head_parts=head_parts)
+    if last_use:
+        del qref
+        ref.release_weights()
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
         quantizer = implementation(inputs.get("family"), f"{fmt}.quantizer", form.quantizer)
         stats = resolve(quantizer)(export_dir, tmp, weights, recipe, keep_float=keep_float,

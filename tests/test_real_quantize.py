@@ -26,7 +26,8 @@ DECODE_STEPS = 16
 def quantized(real_onnx):
     src = real_onnx[0]
     proc = subprocess.run([sys.executable, "-m", "gemma_edge", "quantize", str(src), "--recipe",
-                           "int8,int8-calibrated,int4-block32,int4-calibrated", "--json", "-q"],
+                           "int8,int8-calibrated,int8-dynamic,int4-block32,int4-calibrated",
+                           "--json", "-q"],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return {name: src.parent / f"onnx-{name}" for name in json.loads(proc.stdout)}
@@ -96,6 +97,24 @@ def test_int4_bundle_runs_in_onnxruntime_genai_like_onnxruntime(quantized, real_
     # clearly (top-2 logits >= 0.5 apart; int4 may part ways at a closer call)
     want = _clear_greedy_prefix(real_ref, prompt, 24, margin=0.5)
     assert len(want) >= 3 and got.startswith(real_ref.tokenizer.decode(want)), (got, want)
+
+
+def test_shipped_int8_bundle_keeps_the_reference_greedy_in_onnxruntime_genai(quantized, real_ref,
+                                                                            tmp_path):
+    """The int8 a build ships as an ONNX bundle (int8-dynamic), run by onnxruntime-genai:
+    every check prompt's greedy continuation equals the fp32 reference's up to the
+    reference's first near-tie (`gemma-edge check PACKAGE`)."""
+    from exporter.package import package
+    from runtime_check.engine_check import check_package
+
+    out = tmp_path / "int8-dynamic.onnx-bundle"
+    package(quantized["int8-dynamic"], out, "onnx-bundle")
+    result = check_package(out, real_ref, latency=False)
+    print("\n" + "\n".join(f"{g['prompt']!r}: {g['match']}/{g['of']} (needs {g['required']})"
+                           for g in result["greedy"]))
+    assert result["engine"] == "onnxruntime-genai"
+    assert result["metrics"]["engine_greedy_to_tie"] == 1.0, result["greedy"]
+    assert result["passed"]
 
 
 def _clear_greedy_prefix(ref, prompt: str, steps: int, *, margin: float) -> list[int]:
