@@ -141,7 +141,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
             print(f"package: {pkg}")
         print(f"report: {summary['report']}")
     if not summary["passed"]:
-        failed = [a["name"] for a in summary["artifacts"] if not a["passed"]]
+        failed = [a["name"] for a in [*summary["artifacts"], *summary.get("engines", [])]
+                  if not a["passed"]]
         raise GateFailedError(f"gates failed for {', '.join(failed)}", f"see {summary['report']}")
     return EXIT_OK
 

@@ -215,7 +215,9 @@ def run_build(spec: BuildSpec, *, progress: bool = True) -> dict[str, Any]:
                "packages": [str(s.output) for s in stages if s.action == "package"],
                "seconds": round(time.time() - started, 1),
                "artifacts": [{"name": r["name"], "passed": r["passed"]}
-                             for r in report["artifacts"]]}
+                             for r in report["artifacts"]],
+               "engines": [{"name": r["name"], "engine": r["engine"], "passed": r["passed"]}
+                           for r in report["packages"]]}
     (spec.out / "build.json").write_text(json.dumps(summary, indent=2) + "\n")
     return {**summary, "report_data": report}
 

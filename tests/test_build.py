@@ -25,13 +25,19 @@ def test_build_runs_every_stage_then_skips_unchanged_ones(tmp_path, capsys):
     # LiteRT's export runs in the background beside ONNX's export and quantize
     assert names == ["export onnx", "quantize onnx-int8", "export tflite", "quantize tflite-int8",
                      "check onnx", "check onnx-int8", "check tflite", "check tflite-int8",
-                     "package onnx", "package onnx-int8", "package tflite", "package tflite-int8"]
+                     "package onnx", "package onnx-int8", "package tflite", "package tflite-int8",
+                     # each package in its engine (LiteRT-LM, onnxruntime-genai)
+                     "engine onnx", "engine onnx-int8", "engine tflite", "engine tflite-int8"]
     assert first["stages"][2]["background"] is True
     assert not any(s["skipped"] for s in first["stages"])
     assert (tmp_path / "b" / "report.html").is_file() and len(first["packages"]) == 4
     assert not list((tmp_path / "b").glob(".*.partial"))
     bundle = tmp_path / "b" / "packages" / "onnx-int8.onnx-bundle"
     assert json.loads((bundle / "manifest.json").read_text())["check"]["passed"] is True
+    engines = {e["name"]: e for e in json.loads((tmp_path / "b" / "report.json").read_text())["packages"]}
+    assert {e["engine"] for e in engines.values()} == {"litert-lm", "onnxruntime-genai"}
+    assert len(engines) == 4 and all(e["passed"] for e in engines.values())
+    assert [e["engine"] for e in first["engines"]] == [e["engine"] for e in engines.values()]
     assert main(["build", str(spec), "--json", "-q"]) == 0
     second = json.loads(capsys.readouterr().out)
     assert all(s["skipped"] for s in second["stages"])

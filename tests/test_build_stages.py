@@ -46,13 +46,19 @@ def _parity(report_dir: Path) -> dict:
     return {k: report[k] for k in ("passed", "artifact_sha256", "metrics", "greedy", "gates")}
 
 
+def _engine(report_dir: Path) -> dict:
+    report = json.loads((report_dir / "engine.json").read_text())
+    return {k: report[k] for k in ("passed", "engine", "metrics", "greedy", "gates")}
+
+
 def test_stage_by_stage_through_a_store_equals_one_build(tmp_path, capsys):
     whole = _copy(tmp_path, "whole")
     assert main(["build", str(whole), "-q"]) == 0
     capsys.readouterr()
     assert main(["build", str(whole), "--plan", "--json"]) == 0
     plan = json.loads(capsys.readouterr().out)["stages"]
-    assert [r["level"] for r in plan] == [0, 1, 1, 2, 2, 3]  # export, quantize, checks, packages
+    # export, quantize, checks, packages, each package in its engine
+    assert [r["level"] for r in plan] == [0, 1, 1, 2, 2, 3, 3, 4]
 
     store = tmp_path / "store"
     results = {}
@@ -60,8 +66,9 @@ def test_stage_by_stage_through_a_store_equals_one_build(tmp_path, capsys):
         spec = _copy(tmp_path, row["name"].replace(" ", "-"))
         results[row["name"]] = _stage(spec, row["name"].replace(" ", "-"), store)
         assert results[row["name"]]["ran"] is True
-        if row["action"] != "package":  # every machine computes the same key; a package's
-            # includes its check's report, which records when and how long, so it is its own
+        if row["action"] not in ("package", "engine"):  # every machine computes the same key;
+            # a package's includes its check's report, which records when and how long, so it
+            # is its own (and so is the engine check's of that package)
             assert results[row["name"]]["key"] == row["key"], row["name"]
 
     differ = []
@@ -70,6 +77,8 @@ def test_stage_by_stage_through_a_store_equals_one_build(tmp_path, capsys):
         mine = Path(row["output"])
         if row["action"] == "check":
             assert _parity(entry) == _parity(mine), row["name"]
+        elif row["action"] == "engine":
+            assert _engine(entry) == _engine(mine), row["name"]
         else:
             a, b = _files(entry), _files(mine)
             assert a.keys() == b.keys(), row["name"]
