@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from foundation.artifacts import atomic_output_dir
-from foundation.errors import GemmaEdgeError
 from foundation.formats import CHECK_DIR, ENGINE_REPORT
 from foundation.integrity import content_hash, verify_package
 from foundation.sources import ReferenceModel
@@ -114,18 +113,3 @@ def write_engine_report(result: dict[str, Any], package: str | Path) -> Path:
     with atomic_output_dir(target, overwrite=True) as tmp:
         (tmp / ENGINE_REPORT).write_text(json.dumps(result, indent=2) + "\n")
     return target / ENGINE_REPORT
-
-
-def verified_engine_check(report: Path) -> dict[str, Any]:
-    """An engine report, after its package was verified to hold exactly the files it ran."""
-    try:
-        result = json.loads(report.read_text(encoding="utf-8"))
-        ran = result["package_sha256"]
-    except (ValueError, TypeError, KeyError):
-        raise GemmaEdgeError(f"{report} is not a readable engine report",
-                             f"run gemma-edge check {report.parent.parent} again") from None
-    if content_hash(verify_package(report.parent.parent)) != ran:
-        raise GemmaEdgeError(f"{report} is the engine check of other files than "
-                             f"{report.parent.parent} now holds",
-                             f"run gemma-edge check {report.parent.parent} again")
-    return result

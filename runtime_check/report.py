@@ -41,19 +41,22 @@ def write_check_report(result: dict[str, Any], artifact: str | Path) -> Path:
     return target
 
 
-def verified_check(report: Path) -> dict[str, Any]:
-    """A check report, after its artifact was verified to hold exactly the files it checked:
-    a report never speaks for files changed after their check."""
-    from foundation.integrity import content_hash, verify_artifact
+def verified_check(report: Path, *, package: bool = False) -> dict[str, Any]:
+    """A check report (an engine report of a package: package=True), after its artifact or
+    package was verified to hold exactly the files it checked: a report never speaks for
+    files changed after their check."""
+    from foundation.integrity import content_hash, verify_artifact, verify_package
 
+    what = "engine check" if package else "check"
     try:
         result = json.loads(report.read_text(encoding="utf-8"))
-        checked = result["artifact_sha256"]
+        checked = result["package_sha256" if package else "artifact_sha256"]
     except (ValueError, TypeError, KeyError):
-        raise GemmaEdgeError(f"{report} is not a readable check report",
+        raise GemmaEdgeError(f"{report} is not a readable {what} report",
                              f"run gemma-edge check {report.parent.parent} again") from None
-    if content_hash(verify_artifact(report.parent.parent)) != checked:
-        raise GemmaEdgeError(f"{report} is the check of other files than "
+    verify = verify_package if package else verify_artifact
+    if content_hash(verify(report.parent.parent)) != checked:
+        raise GemmaEdgeError(f"{report} is the {what} of other files than "
                              f"{report.parent.parent} now holds",
                              f"run gemma-edge check {report.parent.parent} again")
     return result
@@ -67,10 +70,10 @@ def build_report(build_dir: str | Path) -> tuple[Path, dict[str, Any]]:
         raise GemmaEdgeError(f"no checked artifacts under {build}",
                              "run gemma-edge check on the artifacts first")
     from foundation.formats import ENGINE_REPORT
-    from runtime_check.engine_check import verified_engine_check
 
     results = [verified_check(p) for p in checks]
-    engines = [verified_engine_check(p) for p in sorted(build.rglob(f"{CHECK_DIR}/{ENGINE_REPORT}"))]
+    engines = [verified_check(p, package=True)
+               for p in sorted(build.rglob(f"{CHECK_DIR}/{ENGINE_REPORT}"))]
     report = {"schema": REPORT_SCHEMA, "build": str(build), "generated": time.strftime(
         "%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "artifacts": results, "packages": engines,
         "passed": all(r["passed"] for r in [*results, *engines])}

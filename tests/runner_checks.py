@@ -7,6 +7,22 @@ from runtime_check.runner import Runner, greedy_generate, teacher_forced_logits
 from runtime_check.torch_runner import TorchRunner
 
 
+def assert_package_keeps_greedy(artifact, kind: str, ref, out) -> dict:
+    """Package ARTIFACT as KIND at OUT and run it in its engine (`gemma-edge check PACKAGE`):
+    every check prompt's greedy continuation equals the reference's up to its first
+    near-tie. Returns the engine check."""
+    from exporter.package import package
+    from runtime_check.engine_check import check_package
+
+    package(artifact, out, kind)
+    result = check_package(out, ref, latency=False)
+    print("\n" + "\n".join(f"{g['prompt']!r}: {g['match']}/{g['of']} (needs {g['required']})"
+                           for g in result["greedy"]))
+    assert result["metrics"]["engine_greedy_to_tie"] == 1.0, result["greedy"]
+    assert result["passed"]
+    return result
+
+
 def assert_teacher_forced_parity(runner, model, ids, prefill: int, atol: float) -> np.ndarray:
     """Prefill then decode token by token; logits within atol of torch, same top-1 everywhere.
 

@@ -77,14 +77,8 @@ def test_shipped_int8_litertlm_keeps_the_reference_greedy_in_litert_lm(int8, rea
     """The int8 a build ships as .litertlm, run by LiteRT-LM itself (its tokenizer, stop tokens
     and XNNPACK kernels): every check prompt's greedy continuation equals the fp32
     reference's up to the reference's first near-tie (`gemma-edge check PACKAGE`)."""
-    from exporter.package import package
-    from runtime_check.engine_check import check_package
+    from tests.runner_checks import assert_package_keeps_greedy
 
-    out = tmp_path / "int8-dynamic.litertlm"
-    package(int8["int8-dynamic"], out, "litertlm")
-    result = check_package(out, real_ref, latency=False)
-    print("\n" + "\n".join(f"{g['prompt']!r}: {g['match']}/{g['of']} (needs {g['required']})"
-                           for g in result["greedy"]))
+    result = assert_package_keeps_greedy(int8["int8-dynamic"], "litertlm", real_ref,
+                                         tmp_path / "int8-dynamic.litertlm")
     assert result["engine"] == "litert-lm"
-    assert result["metrics"]["engine_greedy_to_tie"] == 1.0, result["greedy"]
-    assert result["passed"]

@@ -104,17 +104,11 @@ def test_shipped_int8_bundle_keeps_the_reference_greedy_in_onnxruntime_genai(qua
     """The int8 a build ships as an ONNX bundle (int8-dynamic), run by onnxruntime-genai:
     every check prompt's greedy continuation equals the fp32 reference's up to the
     reference's first near-tie (`gemma-edge check PACKAGE`)."""
-    from exporter.package import package
-    from runtime_check.engine_check import check_package
+    from tests.runner_checks import assert_package_keeps_greedy
 
-    out = tmp_path / "int8-dynamic.onnx-bundle"
-    package(quantized["int8-dynamic"], out, "onnx-bundle")
-    result = check_package(out, real_ref, latency=False)
-    print("\n" + "\n".join(f"{g['prompt']!r}: {g['match']}/{g['of']} (needs {g['required']})"
-                           for g in result["greedy"]))
+    result = assert_package_keeps_greedy(quantized["int8-dynamic"], "onnx-bundle", real_ref,
+                                         tmp_path / "int8-dynamic.onnx-bundle")
     assert result["engine"] == "onnxruntime-genai"
-    assert result["metrics"]["engine_greedy_to_tie"] == 1.0, result["greedy"]
-    assert result["passed"]
 
 
 def _clear_greedy_prefix(ref, prompt: str, steps: int, *, margin: float) -> list[int]:
