@@ -12,6 +12,12 @@ float32: ggml evaluates GELU through a float16 table, about half of the 1.8e-3 m
 |dlogit| on the tiny Gemma 3 (docs/gguf.md). Sliding-window layers keep a
 full cache (`swa_full`), so a re-prefill after decode steps sees every position.
 
+Weights stay in llama.cpp's plain CPU buffers (`use_extra_bufts` off): no AMX tiles and no
+repacked layouts. On Sapphire Rapids CPUs (AMX) the AMX matmul segfaults in this
+llama.cpp (the built-in 270M's Q4_K_M and a tiny Q4_0 alike, with or without torch in the
+process), and the repacked kernels add a summation order of their own, so a check gives
+the same numbers on every x86 machine. The cost is speed only (docs/gguf.md).
+
 `LlamaEngine` runs an Ollama package (`package --as ollama`) the way Ollama does: llama.cpp
 tokenizes with the GGUF's own tokenizer metadata, adds BOS, stops at end-of-generation
 tokens the file declares.
@@ -55,6 +61,7 @@ class LlamaRunner:
         self._llama = llama_cpp
         mparams = llama_cpp.llama_model_default_params()
         mparams.n_gpu_layers = 0
+        mparams.use_extra_bufts = False
         try:
             self.model = internals.LlamaModel(path_model=str(path), params=mparams, verbose=False)
         except ValueError as exc:
