@@ -2,6 +2,10 @@
 
 - LiteRT-LM engine: our int8 `.litertlm` vs litert-torch `export_hf`'s int8 `.litertlm`
   (quantization_recipe dynamic_wi8_afp32), both through litert_lm.Benchmark.
+- LiteRT-LM engine, int4: our int4 `.litertlm` (`--ours-int4-litert`, the rotated
+  int4-calibrated by default) vs `export_hf`'s int4 (dynamic_wi4b32_afp32, 4-bit blocks of
+  32); `--ours-int4-litert none` leaves the pair out. Their fidelity side by side:
+  bench/package_greedy.py --peer (greedy in the engine against PyTorch).
 - onnxruntime-genai: our ONNX int4 bundle vs the onnxruntime-genai model builder's int4.
 - `--extra-int8 DIR` (repeatable): more int8 artifacts of ours (e.g. an unrotated export's
   int8-dynamic), packaged and measured in the same LiteRT-LM rotation, each against the peer.
@@ -11,7 +15,8 @@ is the engine's), median of N runs, ours and theirs alternating run by run. Prin
 and decode tokens/s, size, and the ratios ours/theirs.
 
 usage: python bench/engines.py --build build [--ours-int8 tflite-int8-dynamic]
-       [--ours-int4 onnx-int4-all-calibrated] [--extra-int8 DIR ...] [--reps 5]
+       [--ours-int4-litert tflite-int4-calibrated] [--ours-int4 onnx-int4-all-calibrated]
+       [--extra-int8 DIR ...] [--reps 5]
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from measure import run_measured  # bench/ is on sys.path when run as a script
 
 HERE = Path(__file__).resolve().parent
 THREADS = 2
+EXPORT_HF_RECIPES = {"int8": "dynamic_wi8_afp32", "int4": "dynamic_wi4b32_afp32"}
 PROMPT = "The history of the printing press begins long before Gutenberg. " * 60
 
 
@@ -86,6 +92,27 @@ def size_mib(path: Path) -> float:
     return sum(p.stat().st_size for p in files) / 2**20
 
 
+def export_hf_package(checkpoint: Path, work: Path, bits: str) -> Path:
+    """litert-torch export_hf's `.litertlm` of the checkpoint under its int8 or int4 recipe."""
+    out = work / f"export_hf_{bits}"
+    if not list(out.rglob("*.litertlm")):
+        code = ("from litert_torch.generative.export_hf import export; "
+                f"export.export(model={str(checkpoint)!r}, output_dir={str(out)!r}, "
+                "prefill_lengths=[32, 128, 512], cache_length=1024, "
+                f"quantization_recipe={EXPORT_HF_RECIPES[bits]!r}, bundle_litert_lm=True)")
+        run_measured([sys.executable, "-c", code], cwd=str(work),
+                     log_path=str(work / f"export_hf_{bits}.log"))
+    return next(out.rglob("*.litertlm"))
+
+
+def packaged(artifact: Path, target: Path, kind: str) -> Path:
+    if not target.exists():
+        from exporter.package import package
+
+        package(artifact, target, kind)
+    return target / "model.litertlm" if kind == "litertlm" else target
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         kind, path, prefill, decode = sys.argv[2:6]
@@ -94,6 +121,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--build", required=True)
     parser.add_argument("--ours-int8", default="tflite-int8-dynamic")
+    parser.add_argument("--ours-int4-litert", default="tflite-int4-calibrated",
+                        help="our int4 TFLite artifact against export_hf's int4 ('none': skip)")
     parser.add_argument("--ours-int4", default="onnx-int4-all-calibrated")
     parser.add_argument("--extra-int8", action="append", default=[], type=Path,
                         help="another int8 TFLite artifact of ours, measured beside the first")
@@ -104,7 +133,6 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     sys.path.insert(0, str(HERE.parent))
-    from exporter.package import package
     from foundation.sources import load_source
 
     build = Path(args.build)
@@ -112,36 +140,24 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     checkpoint = load_source("builtin:gemma3-270m").checkpoint_dir
 
-    ours_lm = work / "ours.litertlm"
-    if not ours_lm.exists():
-        package(build / args.ours_int8, ours_lm, "litertlm")
-    ours_bundle = work / "ours.onnx-bundle"
-    if not ours_bundle.exists():
-        package(build / args.ours_int4, ours_bundle, "onnx-bundle")
-    theirs_lm_dir = work / "export_hf_int8"
-    if not list(theirs_lm_dir.rglob("*.litertlm")):
-        code = ("from litert_torch.generative.export_hf import export; "
-                f"export.export(model={str(checkpoint)!r}, output_dir={str(theirs_lm_dir)!r}, "
-                "prefill_lengths=[32, 128, 512], cache_length=1024, "
-                "quantization_recipe='dynamic_wi8_afp32', bundle_litert_lm=True)")
-        run_measured([sys.executable, "-c", code], cwd=str(work), log_path=str(work / "export_hf.log"))
-    theirs_lm = next(theirs_lm_dir.rglob("*.litertlm"))
+    int8s = [(f"LiteRT-LM int8 ({args.ours_int8})",
+              packaged(build / args.ours_int8, work / "ours.litertlm", "litertlm"))]
+    int8s += [(f"LiteRT-LM int8 ({artifact.name})",
+               packaged(artifact, work / f"extra{i}.litertlm", "litertlm"))
+              for i, artifact in enumerate(args.extra_int8)]
+    groups = [("litertlm", int8s, export_hf_package(checkpoint, work, "int8"))]
+    if args.ours_int4_litert != "none":
+        ours = packaged(build / args.ours_int4_litert, work / "ours-int4.litertlm", "litertlm")
+        groups.append(("litertlm", [(f"LiteRT-LM int4 ({args.ours_int4_litert})", ours)],
+                       export_hf_package(checkpoint, work, "int4")))
     theirs_bundle = work / "genai_builder_int4"
     if not (theirs_bundle / "model.onnx").exists():
         run_measured([sys.executable, str(HERE / "genai_builder_gemma3.py"), "-i", str(checkpoint),
                       "-o", str(theirs_bundle), "-p", "int4", "-e", "cpu"], cwd=str(work),
                      log_path=str(work / "genai_builder.log"))
-
-    extra = []
-    for i, artifact in enumerate(args.extra_int8):
-        target = work / f"extra{i}.litertlm"
-        if not target.exists():
-            package(artifact, target, "litertlm")
-        extra.append((f"LiteRT-LM int8 ({artifact.name})", target / "model.litertlm"))
-    groups = [("litertlm", [(f"LiteRT-LM int8 ({args.ours_int8})", ours_lm / "model.litertlm"),
-                            *extra], theirs_lm),
-              ("genai", [(f"onnxruntime-genai int4 ({args.ours_int4})", ours_bundle)],
-               theirs_bundle)]
+    ours_bundle = packaged(build / args.ours_int4, work / "ours.onnx-bundle", "onnx-bundle")
+    groups.append(("genai", [(f"onnxruntime-genai int4 ({args.ours_int4})", ours_bundle)],
+                   theirs_bundle))
     rows = []
     for kind, ours, theirs in groups:
         *mine, b = measure_rotation(kind, [p for _, p in ours] + [theirs], args.reps,
