@@ -146,15 +146,17 @@ def check(artifact: str | Path, against: str, *, text: str | None = None, max_to
     from runtime_check.gates import load_gates
     from runtime_check.report import write_check_report
 
-    body = load_text(text or DEFAULT_EVAL_TEXT)
     load_gates(gates)  # a broken gates file fails before the work, not after it
     if _is_package(artifact):
-        if images:
-            raise GemmaEdgeError("--image checks an artifact, not a package",
-                                 "check the exported or quantized artifact with --image")
+        for given, option in ((images, "--image"), (text, "--text")):
+            if given:  # an engine runs the check prompts, not held-out text or images
+                raise GemmaEdgeError(f"{option} checks an artifact, not a package",
+                                     f"check the exported or quantized artifact with {option}, "
+                                     "or the package without it")
         return check_package(artifact, against, greedy_tokens=greedy_tokens, gates=gates,
                              threads=threads, latency=latency, ref=ref, record=record,
                              adapter=adapter)
+    body = load_text(text or DEFAULT_EVAL_TEXT)
     get_format(_format_of(artifact), f"artifact format in {artifact}")
     if images:  # a bad image fails before the (slow) model load
         from foundation.images import open_image

@@ -233,8 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("artifact", metavar="ARTIFACT", help="an export directory (tflite or onnx)")
     p.add_argument("--against", required=True, metavar="SOURCE", help=SOURCE_HELP)
     p.add_argument("--adapter", metavar="DIR", help=ADAPTER_HELP + " (the reference: base + adapter)")
-    p.add_argument("--text", default=DEFAULT_EVAL_TEXT,
-                   help="held-out text: a UTF-8 file or builtin:<name>[+<name>...]")
+    p.add_argument("--text", default=None,
+                   help="held-out text: a UTF-8 file or builtin:<name>[+<name>...] "
+                        f"(default: {DEFAULT_EVAL_TEXT}; artifacts only)")
     p.add_argument("--gates", default=None, help="gates JSON (default: the built-in gates)")
     p.add_argument("--max-tokens", type=_positive, default=512, help="tokens of text to compare")
     p.add_argument("--greedy-tokens", type=_positive, default=32, help="greedy tokens per prompt")
