@@ -185,10 +185,14 @@ def _aeq_recipe(recipe: Recipe, weights: dict[str, QuantizedWeight], head_names:
         else:
             manager.add_weight_only_config(regex, operation, qw.grid.bits, granularity(qw))
 
-    add(".*", op.FULLY_CONNECTED, body, activations == "dynamic-int8")
-    head_dynamic = activations == "dynamic-int8" and (head.grid.bits == 4 or recipe.dynamic_head)
+    # A dynamic-int8 recipe computes its head in dynamic int8 too. Weight-only there (float
+    # activations) makes the runtime hold the [vocab, hidden] table in float32 and read 4x
+    # the head's bytes per token: the 270M's int4-calibrated .litertlm with a weight-only int8
+    # head decoded at 0.30x export_hf's int4 in LiteRT-LM, with +1.2 GB RSS (docs/results.md).
+    dynamic = activations == "dynamic-int8"
+    add(".*", op.FULLY_CONNECTED, body, dynamic)
     if head_names:  # later, narrower configs win
-        add(_any_of(head_names), op.FULLY_CONNECTED, head, head_dynamic)
+        add(_any_of(head_names), op.FULLY_CONNECTED, head, dynamic)
     if float_names:  # the rotations (foundation/rotation.py) stay float
         manager.add_quantization_config(_any_of(float_names), op.FULLY_CONNECTED,
                                         algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)

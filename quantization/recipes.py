@@ -69,7 +69,6 @@ class Recipe:
     # how the runtime treats activations, per format
     activations: dict[str, str] = field(default_factory=lambda: {"tflite": "float", "onnx": "int8-in-kernel"})
     refused: dict[str, str] = field(default_factory=dict)  # format -> why this recipe is not offered
-    dynamic_head: bool = False  # LiteRT: the head's int8 FC also quantizes activations at run time
 
     def spec_for(self, name: str) -> TensorSpec:
         """The predicate: the tied embedding / LM head is its own decision."""
@@ -109,8 +108,7 @@ _add(Recipe("int8-calibrated", "int8 weights with GPTQ rounding on calibration t
 _add(Recipe("int8-dynamic", "int8 weights with GPTQ rounding, activations quantized to int8 at "
             "run time, the head too: the fast int8 in both runtimes (LiteRT per channel, dynamic "
             "int8; ONNX blocks 16 / head 32 at accuracy level 4)",
-            INT8_GPTQ, INT8_HEAD_32_GPTQ, activations={"tflite": "dynamic-int8", "onnx": "int8-in-kernel"},
-            dynamic_head=True))
+            INT8_GPTQ, INT8_HEAD_32_GPTQ, activations={"tflite": "dynamic-int8", "onnx": "int8-in-kernel"}))
 _add(Recipe("int8-static", "int8 weights and int16 activations calibrated on text "
             "(ai-edge-quantizer static_wi8_ai16 + calibrate())",
             TensorSpec(8, {"tflite": 0, "onnx": 128}), INT8_HEAD,

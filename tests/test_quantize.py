@@ -278,3 +278,19 @@ def test_onnx_stacks_matmuls_that_share_an_input(tiny, quantized):
     assert manifest["quantization"]["packed_groups"] == 2 * layers
     assert kinds.count("MatMulNBits") == 4 * layers + 1  # qkv, o, gate+up, down; the head
     assert manifest["quantization"]["quantized_weights"] == 7 * layers + 1
+
+
+LITERT_DYNAMIC = [r for r in RECIPES if RECIPES[r].activations.get("tflite") == "dynamic-int8"
+                  and "tflite" not in RECIPES[r].refused]
+
+
+@pytest.mark.parametrize("recipe", LITERT_DYNAMIC)
+def test_litert_dynamic_recipes_dequantize_no_weight(quantized, recipe):
+    """A dynamic-int8 recipe hands every weight to its kernel as integers, the LM head
+    included: a DEQUANTIZE in front of a weight makes the runtime hold it in float32 (the
+    270M's int8 head behind one decoded at 0.30x the peer's int4 in LiteRT-LM)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    out, _ = quantized("tflite", "gemma3_text", recipe)
+    ops = Interpreter(model_path=str(out / "model.tflite"))._get_ops_details()
+    assert ops and not [op for op in ops if op["op_name"] == "DEQUANTIZE"]
