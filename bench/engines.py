@@ -2,8 +2,8 @@
 
 - LiteRT-LM engine: our int8 `.litertlm` vs litert-torch `export_hf`'s int8 `.litertlm`
   (quantization_recipe dynamic_wi8_afp32), both through litert_lm.Benchmark.
-- LiteRT-LM engine, int4: our int4 `.litertlm` (`--ours-int4-litert`, the rotated
-  int4-calibrated by default) vs `export_hf`'s int4 (dynamic_wi4b32_afp32, 4-bit blocks of
+- LiteRT-LM engine, int4: our int4 `.litertlm` (`--ours-int4-litert`, the shipped
+  int4-head-calibrated by default) vs `export_hf`'s int4 (dynamic_wi4b32_afp32, 4-bit blocks of
   32); `--ours-int4-litert none` leaves the pair out. Their fidelity side by side:
   bench/package_greedy.py --peer (greedy in the engine against PyTorch).
 - onnxruntime-genai: our ONNX int4 bundle vs the onnxruntime-genai model builder's int4.
@@ -15,7 +15,7 @@ is the engine's), median of N runs, ours and theirs alternating run by run. Prin
 and decode tokens/s, size, and the ratios ours/theirs.
 
 usage: python bench/engines.py --build build [--ours-int8 tflite-int8-dynamic]
-       [--ours-int4-litert tflite-int4-calibrated] [--ours-int4 onnx-int4-all-calibrated]
+       [--ours-int4-litert tflite-int4-head-calibrated] [--ours-int4 onnx-int4-head-calibrated]
        [--extra-int8 DIR ...] [--reps 5]
 """
 
@@ -121,9 +121,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--build", required=True)
     parser.add_argument("--ours-int8", default="tflite-int8-dynamic")
-    parser.add_argument("--ours-int4-litert", default="tflite-int4-calibrated",
+    parser.add_argument("--ours-int4-litert", default="tflite-int4-head-calibrated",
                         help="our int4 TFLite artifact against export_hf's int4 ('none': skip)")
-    parser.add_argument("--ours-int4", default="onnx-int4-all-calibrated")
+    parser.add_argument("--ours-int4", default="onnx-int4-head-calibrated")
     parser.add_argument("--extra-int8", action="append", default=[], type=Path,
                         help="another int8 TFLite artifact of ours, measured beside the first")
     parser.add_argument("--reps", type=int, default=5)

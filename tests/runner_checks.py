@@ -47,3 +47,18 @@ def assert_greedy_matches(runner, model, prompt_ids, n: int) -> None:
     expect = list(greedy_generate(TorchRunner(model), prompt_ids, n))
     assert list(greedy_generate(runner, prompt_ids, n)) == expect
     assert list(greedy_generate(runner, prompt_ids, n)) == expect, "reset must forget the sequence"
+
+
+def clear_greedy_prefix(ref, prompt: str, steps: int, *, margin: float) -> list[int]:
+    """The reference's greedy tokens up to the first whose top-2 logits are < margin apart."""
+    import torch
+
+    ids = ref.encode(prompt)
+    out = []
+    with torch.no_grad():
+        for _ in range(steps):
+            top = torch.topk(ref.model(input_ids=torch.tensor([ids + out])).logits[0, -1], 2)
+            if float(top.values[0] - top.values[1]) < margin:
+                break
+            out.append(int(top.indices[0]))
+    return out

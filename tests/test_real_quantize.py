@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from tests.heldout import int8_gates, pooled_metrics
+from tests.runner_checks import clear_greedy_prefix
 
 pytestmark = pytest.mark.real
 
@@ -26,7 +27,8 @@ DECODE_STEPS = 16
 def quantized(real_onnx):
     src = real_onnx[0]
     proc = subprocess.run([sys.executable, "-m", "gemma_edge", "quantize", str(src), "--recipe",
-                           "int8,int8-calibrated,int8-dynamic,int4-block32,int4-calibrated",
+                           "int8,int8-calibrated,int8-dynamic,int4-block32,int4-calibrated,"
+                           "int4-head-calibrated",
                            "--json", "-q"],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -77,6 +79,28 @@ def test_calibrated_int4_beats_round_to_nearest_at_the_same_size(quantized, refe
     assert size["int4-calibrated"] < 240 * 2**20  # int4 body, int8 head: ~226 MiB
 
 
+def test_shipped_int4_meets_the_int4_target_within_230_mib(quantized, real_reference_windows,
+                                                          reference_logits):
+    """int4-head-calibrated (head int4 block 16, body int8 block 32): where the measured
+    sensitivity spends the 230 MiB. Target: mean KLD <= 0.10 and top-1 >= 85 % (2026-12-03,
+    512 tokens: 229 MiB, KLD 0.042, top-1 87.3 %; int4-calibrated, the body at 4 bits: 226 MiB,
+    0.11, 82.4 %). Top-1 is held within two standard errors of 85 % over every held-out token,
+    as the int8-dynamic gate is."""
+    from runtime_check.onnx_runner import OnnxRunner
+
+    head = quantized["int4-head-calibrated"]
+    assert sum(p.stat().st_size for p in head.glob("model.onnx*")) <= 230 * 2**20
+    m = pooled_metrics(OnnxRunner(head, threads=2), real_reference_windows)
+    print(f"\nonnx-int4-head-calibrated: {m['tokens']} tokens, KLD {m['kld_mean']:.4f}, "
+          f"top-1 {m['top1_agreement']:.2%} (s.e. {m['top1_se']:.2%})")
+    assert m["tokens"] >= 1700
+    assert m["kld_mean"] <= 0.10, m
+    assert m["top1_agreement"] + 2 * m["top1_se"] >= 0.85, m
+    # the bytes are better spent on the body than on the head: 2.5x closer than int4-calibrated
+    body4 = _metrics(quantized["int4-calibrated"], reference_logits)["kld_mean"]
+    assert _metrics(head, reference_logits)["kld_mean"] <= 0.6 * body4
+
+
 def test_int4_bundle_runs_in_onnxruntime_genai_like_onnxruntime(quantized, real_ref, tmp_path):
     from exporter.package import package
     from runtime_check.engines import open_engine
@@ -84,18 +108,18 @@ def test_int4_bundle_runs_in_onnxruntime_genai_like_onnxruntime(quantized, real_
     from runtime_check.runner import greedy_generate
 
     out = tmp_path / "bundle"
-    package(quantized["int4-calibrated"], out, "onnx-bundle")
+    package(quantized["int4-head-calibrated"], out, "onnx-bundle")  # the int4 a build ships
     engine = open_engine(out, threads=2)
     prompt = "The capital of France is"
     got = "".join(engine.generate(prompt, 24))
     engine.close()
-    ids = list(greedy_generate(OnnxRunner(quantized["int4-calibrated"], threads=2),
+    ids = list(greedy_generate(OnnxRunner(quantized["int4-head-calibrated"], threads=2),
                                real_ref.encode(prompt), 24, stop_ids=real_ref.stop_token_ids))
     assert got == real_ref.tokenizer.decode(ids, skip_special_tokens=True)
     # and it is the model's text: the fp32 reference's own greedy continuation (" the capital
     # of the country of France. It is ...", no "Paris"), as far as the reference decides
     # clearly (top-2 logits >= 0.5 apart; int4 may part ways at a closer call)
-    want = _clear_greedy_prefix(real_ref, prompt, 24, margin=0.5)
+    want = clear_greedy_prefix(real_ref, prompt, 24, margin=0.5)
     assert len(want) >= 3 and got.startswith(real_ref.tokenizer.decode(want)), (got, want)
 
 
@@ -109,18 +133,3 @@ def test_shipped_int8_bundle_keeps_the_reference_greedy_in_onnxruntime_genai(qua
     result = assert_package_keeps_greedy(quantized["int8-dynamic"], "onnx-bundle", real_ref,
                                          tmp_path / "int8-dynamic.onnx-bundle")
     assert result["engine"] == "onnxruntime-genai"
-
-
-def _clear_greedy_prefix(ref, prompt: str, steps: int, *, margin: float) -> list[int]:
-    """The reference's greedy tokens up to the first whose top-2 logits are < margin apart."""
-    import torch
-
-    ids = ref.encode(prompt)
-    out = []
-    with torch.no_grad():
-        for _ in range(steps):
-            top = torch.topk(ref.model(input_ids=torch.tensor([ids + out])).logits[0, -1], 2)
-            if float(top.values[0] - top.values[1]) < margin:
-                break
-            out.append(int(top.indices[0]))
-    return out

@@ -142,7 +142,8 @@ def tiny_quantized(tmp_path_factory, tiny, tiny_export):
     return get
 
 
-@pytest.mark.parametrize("recipe, dtype", [("int8", "q8"), ("int4-all-block32", "q4")])
+@pytest.mark.parametrize("recipe, dtype", [("int8", "q8"), ("int4-all-block32", "q4"),
+                                           ("int4-head-calibrated", "q4")])
 def test_quantized_packages_run_in_the_browser(browser, tiny, tiny_quantized, web_package,
                                                tmp_path, recipe, dtype):
     """int8 and int4 (4-bit tied embedding: GatherBlockQuantized, which onnxruntime-web
