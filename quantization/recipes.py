@@ -11,8 +11,9 @@ Why the choices (measured on the real 270M, see bench/quantize_matrix.py):
   LiteRT export (the default, foundation/rotation.py) dynamic int8 scores 0.0023 (top-1
   97.9 %), weight-only int8-calibrated 0.0011.
 - LiteRT runs blockwise int4 only with dynamic int8 activations (weight-only blockwise is
-  silently left unquantized by ai-edge-quantizer 0.10), and never channelwise int4
-  (output collapses on models this small). onnxruntime runs both as MatMulNBits with
+  silently left unquantized by ai-edge-quantizer 0.10). Channelwise int4 collapses the
+  output when it is the body; the rotated head takes it (int4-head-calibrated: LiteRT 195
+  MiB, KLD 0.076, top-1 85.5 %), and it is the only int4 LiteRT's EMBEDDING_LOOKUP has. onnxruntime runs both as MatMulNBits with
   int8 activations inside the kernel (accuracy level 4).
 - ONNX MatMulNBits needs a power-of-two block >= 16 (K = 640 has no per-channel block). The
   float-activation int8 recipes (int8, int8-calibrated) use block 32, body and head: on the
@@ -35,9 +36,11 @@ Why the choices (measured on the real 270M, see bench/quantize_matrix.py):
   MiB, KLD, decode ms/step in onnxruntime): 32: 161, 0.339, 17.8; 64: 151, 0.322, 16.7;
   128: 146, 0.446, 15.7. The model builder's int4 (block 32): 224 MiB, 0.49 then; 0.42 in
   the 2026-11-27 matrix run, where block 64 scored 0.31 (docs/results.md).
-- int4 recipes keep the head at int8 block 128: the head is where 4-bit error lands in
-  the logits directly (int4-all-block32 puts it at 4 bits, for comparison), and block 128
-  keeps the int4 artifact at the size of the peers' int4.
+- int4-block* and int4-calibrated keep the head at int8 block 128 and put the body at 4
+  bits. At the same size the other split is 2.5x closer to float: int4-head-calibrated, the
+  head int4 (ONNX block 16, LiteRT per channel) and the body int8 (270M, 512 held-out
+  tokens, MiB / KLD / top-1: ONNX 229 / 0.042 / 87.3 % against int4-calibrated's 226 /
+  0.112 / 82.4 %; LiteRT 195 / 0.076 / 85.5 % against 228 / 0.104 / 82.8 %).
 """
 
 from __future__ import annotations
