@@ -62,3 +62,32 @@ def clear_greedy_prefix(ref, prompt: str, steps: int, *, margin: float) -> list[
                 break
             out.append(int(top.indices[0]))
     return out
+
+
+def assert_engine_follows_artifact(artifact, package_dir, ref, tokens: int = 32) -> int:
+    """The package's engine reproduces our runner's greedy tokens on the same artifact, every
+    check prompt, up to the artifact's own first near-tie (where two kernels' rounding may
+    part ways). For quantized artifacts, whose greedy parts from the fp32 reference's at
+    their own error: this is what the engine adds, nothing. Returns the tokens compared."""
+    from runtime_check.check import DEFAULT_PROMPTS, NEAR_TIE
+    from runtime_check.engine_check import matched_tokens, required_tokens
+    from runtime_check.engines import open_engine
+    from runtime_check.open_runner import open_runner
+    from runtime_check.runner import greedy_margins
+
+    runner, engine = open_runner(artifact), open_engine(package_dir, threads=2)
+    compared = 0
+    try:
+        for prompt in DEFAULT_PROMPTS:
+            expect, margins = greedy_margins(runner, ref.encode(prompt), tokens)
+            text = "".join(engine.generate(prompt, tokens))
+            need = required_tokens(expect, margins, set(ref.stop_token_ids), NEAR_TIE)
+            got = matched_tokens(ref.tokenizer, expect, text)
+            print(f"\n{prompt!r}: engine follows the runner for {got}/{len(expect)} (needs {need})")
+            assert got >= need, (prompt, text, ref.tokenizer.decode(expect))
+            compared += need
+    finally:
+        runner.close()
+        engine.close()
+    assert compared > 0
+    return compared
