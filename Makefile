@@ -37,7 +37,7 @@ demo: install
 	$(VENV)/bin/gemma-edge build gemma-edge.toml || test $$? -eq 3
 	$(VENV)/bin/gemma-edge run build/packages/tflite-int8-dynamic.litertlm --max-new-tokens 32 \
 		--prompt "The first rule of shipping a model to a phone is"
-	@# exit 3 = a gate failed (int4 misses the project targets in docs/reference.md): shown in the report, not hidden
+	@# exit 3 = a gate failed, shown in the report, not hidden (the LiteRT int4's top-1 sits 0.5 points above its 85 % gate, within a CPU's kernel spread)
 	$(VENV)/bin/gemma-edge report build || test $$? -eq 3
 
 test: install
