@@ -13,8 +13,9 @@ Why the choices (measured on the real 270M, see bench/quantize_matrix.py):
 - LiteRT runs blockwise int4 only with dynamic int8 activations (weight-only blockwise is
   silently left unquantized by ai-edge-quantizer 0.10). Channelwise int4 collapses the
   output when it is the body; the rotated head takes it (int4-head-calibrated: LiteRT 195
-  MiB, KLD 0.076, top-1 85.5 %), and it is the only int4 LiteRT's EMBEDDING_LOOKUP has. onnxruntime runs both as MatMulNBits with
-  int8 activations inside the kernel (accuracy level 4).
+  MiB, KLD 0.076, top-1 85.5 %), and it is the only int4 LiteRT's EMBEDDING_LOOKUP has.
+  onnxruntime runs both as MatMulNBits with int8 activations inside the kernel (accuracy
+  level 4).
 - ONNX MatMulNBits needs a power-of-two block >= 16 (K = 640 has no per-channel block). The
   float-activation int8 recipes (int8, int8-calibrated) use block 32, body and head: on the
   270M, 512 held-out tokens (MiB, KLD, top-1), RTN block 128: 265, 0.0018, 96.7 %;
@@ -80,11 +81,6 @@ class Recipe:
     @property
     def calibrated(self) -> bool:
         return "gptq" in (self.body.method, self.head.method) or self.activations.get("tflite") == "static-int8"
-
-    @property
-    def family(self) -> str:
-        """Gate family (runtime_check/gates/default.json): the narrowest grid's bit width."""
-        return f"int{min(self.body.bits, self.head.bits)}"
 
 
 INT8_HEAD = TensorSpec(8, {"tflite": 0, "onnx": 128})

@@ -49,21 +49,6 @@ def assert_greedy_matches(runner, model, prompt_ids, n: int) -> None:
     assert list(greedy_generate(runner, prompt_ids, n)) == expect, "reset must forget the sequence"
 
 
-def clear_greedy_prefix(ref, prompt: str, steps: int, *, margin: float) -> list[int]:
-    """The reference's greedy tokens up to the first whose top-2 logits are < margin apart."""
-    import torch
-
-    ids = ref.encode(prompt)
-    out = []
-    with torch.no_grad():
-        for _ in range(steps):
-            top = torch.topk(ref.model(input_ids=torch.tensor([ids + out])).logits[0, -1], 2)
-            if float(top.values[0] - top.values[1]) < margin:
-                break
-            out.append(int(top.indices[0]))
-    return out
-
-
 def assert_engine_follows_artifact(artifact, package_dir, ref, tokens: int = 32) -> int:
     """The package's engine reproduces our runner's greedy tokens on the same artifact, every
     check prompt, up to the artifact's own first near-tie (where two kernels' rounding may

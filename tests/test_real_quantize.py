@@ -13,7 +13,6 @@ import sys
 import pytest
 
 from tests.heldout import int8_gates, pooled_metrics
-from tests.runner_checks import clear_greedy_prefix
 
 pytestmark = pytest.mark.real
 
@@ -119,7 +118,7 @@ def test_int4_bundle_runs_in_onnxruntime_genai_like_onnxruntime(quantized, real_
     # and it is the model's text: the fp32 reference's own greedy continuation (" the capital
     # of the country of France. It is ...", no "Paris"), as far as the reference decides
     # clearly (top-2 logits >= 0.5 apart; int4 may part ways at a closer call)
-    want = clear_greedy_prefix(real_ref, prompt, 24, margin=0.5)
+    want = _clear_greedy_prefix(real_ref, prompt, 24, margin=0.5)
     assert len(want) >= 3 and got.startswith(real_ref.tokenizer.decode(want)), (got, want)
 
 
@@ -147,3 +146,18 @@ def test_shipped_int8_bundle_keeps_the_reference_greedy_in_onnxruntime_genai(qua
     result = assert_package_keeps_greedy(quantized["int8-dynamic"], "onnx-bundle", real_ref,
                                          tmp_path / "int8-dynamic.onnx-bundle")
     assert result["engine"] == "onnxruntime-genai"
+
+
+def _clear_greedy_prefix(ref, prompt: str, steps: int, *, margin: float) -> list[int]:
+    """The reference's greedy tokens up to the first whose top-2 logits are < margin apart."""
+    import torch
+
+    ids = ref.encode(prompt)
+    out = []
+    with torch.no_grad():
+        for _ in range(steps):
+            top = torch.topk(ref.model(input_ids=torch.tensor([ids + out])).logits[0, -1], 2)
+            if float(top.values[0] - top.values[1]) < margin:
+                break
+            out.append(int(top.indices[0]))
+    return out
