@@ -40,8 +40,9 @@ demo: install
 	@# exit 3 = a gate failed, shown in the report, not hidden (the LiteRT int4's top-1 sits 0.5 points above its 85 % gate, within a CPU's kernel spread)
 	$(VENV)/bin/gemma-edge report build || test $$? -eq 3
 
+# two workers, one test module each at a time; the real-model modules are queued first
 test: install
-	$(PY) -m pytest tests
+	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder tests
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -174,7 +174,8 @@ def main() -> None:
     parser.add_argument("--source", default="builtin:gemma3-270m")
     parser.add_argument("--formats", default="onnx,tflite")
     parser.add_argument("--recipes", default="int8,int8-calibrated,int8-dynamic,int4-block32,"
-                                              "int4-calibrated,int4-all-calibrated")
+                                              "int4-calibrated,int4-all-calibrated,"
+                                              "int4-head-calibrated")
     parser.add_argument("--tokens", type=int, default=512)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--no-peer", action="store_true", help="skip the genai builder int4")

@@ -106,6 +106,23 @@ def _alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
+def exclusive_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (created if missing) for the block: processes that
+    would make the same thing (a cache entry, a shared export) wait, then find it made.
+    The OS drops the lock when its process dies, so a killed holder never blocks the next."""
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
 def atomic_output_dir(target: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary directory that becomes `target` only if the block succeeds; on
     failure nothing is left, not even the parent directories it had to create."""

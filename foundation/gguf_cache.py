@@ -11,7 +11,7 @@ import json
 import logging
 from pathlib import Path
 
-from foundation.artifacts import atomic_output_dir, cache_root
+from foundation.artifacts import atomic_output_dir, cache_root, exclusive_lock
 from foundation.errors import SourceError
 from foundation.families import Family, family_for_gguf_architecture
 
@@ -60,7 +60,15 @@ def convert_gguf(path: Path, sha256: str) -> tuple[Path, dict, bool]:
     info_file = entry / ENTRY_INFO
     if info_file.exists():
         return entry, json.loads(info_file.read_text()), True
+    # processes converting the same GGUF at once (CI jobs on one machine) convert it once:
+    # the others wait for the lock, then load the entry the first one made
+    with exclusive_lock(cache_root() / "locks" / f"gguf-{entry.name}.lock"):
+        if info_file.exists():
+            return entry, json.loads(info_file.read_text()), True
+        return _convert_to(entry, path, sha256)
 
+
+def _convert_to(entry: Path, path: Path, sha256: str) -> tuple[Path, dict, bool]:
     header = read_gguf_header(path)
     family = family_for_gguf_architecture(header["architecture"])
     log.info("converting %s to an fp32 checkpoint (once; cached in %s)", path.name, entry)

@@ -99,8 +99,14 @@ def real_reference_windows(real_ref):
 
 @pytest.fixture(scope="session")
 def real_build(tmp_path_factory):
-    """One build directory for every real-model export of the session."""
-    return tmp_path_factory.mktemp("real-build")
+    """One build directory for every real-model export of the run. Under `-n 2` (make test)
+    both workers share it, so each export is made once."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the run's directory, above each worker's own
+    build = base / "real-build"
+    build.mkdir(exist_ok=True)
+    return build
 
 
 def _export_in_child(fmt: str, build, *extra: str):
@@ -111,11 +117,15 @@ def _export_in_child(fmt: str, build, *extra: str):
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "gemma_edge", "export", "builtin:gemma3-270m",
-                           "--format", fmt, "--out", str(build), "--quiet", *extra],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    from foundation.artifacts import exclusive_lock
+
     out = build / fmt
+    with exclusive_lock(build.parent / f"real-build-{fmt}.lock"):  # the other worker waits
+        if not (out / "manifest.json").is_file():
+            proc = subprocess.run([sys.executable, "-m", "gemma_edge", "export",
+                                   "builtin:gemma3-270m", "--format", fmt, "--out", str(build),
+                                   "--quiet", *extra], capture_output=True, text=True)
+            assert proc.returncode == 0, proc.stderr[-2000:]
     return out, json.loads((out / "manifest.json").read_text())
 
 
@@ -130,3 +140,32 @@ def real_tflite(real_ref, real_build):
     """The 270M exported to LiteRT once per session: (dir, manifest)."""
     return _export_in_child("tflite", real_build, "--prefill-lengths", "32,128,512",
                             "--cache-length", "1024")
+
+
+
+def quantize_real(src, recipes: list[str]) -> dict:
+    """{recipe: artifact dir} of the real export `src` quantized through the CLI in a child
+    process, each recipe made once per run: modules that need the same artifacts (and, under
+    `-n 2`, the other worker) wait for the lock and find them made, never half-written."""
+    import subprocess
+    import sys
+
+    from foundation.artifacts import exclusive_lock
+
+    fmt = src.name
+    made = {r: src.parent / f"{fmt}-{r}" for r in recipes}
+    with exclusive_lock(src.parent.parent / f"real-build-{fmt}-quantize.lock"):
+        missing = [r for r, d in made.items() if not (d / "manifest.json").is_file()]
+        if missing:
+            proc = subprocess.run([sys.executable, "-m", "gemma_edge", "quantize", str(src),
+                                   "--recipe", ",".join(missing), "--json", "-q"],
+                                  capture_output=True, text=True)
+            assert proc.returncode == 0, proc.stderr[-2000:]
+    return made
+
+
+def pytest_collection_modifyitems(items):
+    """`make test` runs two workers, a module in each at a time (`-n 2 --dist loadfile`).
+    The modules with real-model tests, the long ones, are queued first so that neither
+    worker is left with them alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("real") is None)  # stable

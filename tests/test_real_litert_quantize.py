@@ -20,11 +20,10 @@ sweep found no small set of FCs worth keeping float).
 """
 
 import json
-import subprocess
-import sys
 
 import pytest
 
+from tests.conftest import quantize_real
 from tests.heldout import int8_gates, pooled_metrics
 
 pytestmark = pytest.mark.real
@@ -34,12 +33,7 @@ pytestmark = pytest.mark.real
 def int8(real_tflite):
     src, manifest = real_tflite
     assert manifest["graph"]["rotation"]  # the default LiteRT export is rotated
-    proc = subprocess.run([sys.executable, "-m", "gemma_edge", "quantize", str(src), "--recipe",
-                           "int8-dynamic,int8-calibrated,int4-head-calibrated", "--json", "-q"],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return {r: src.parent / f"tflite-{r}" for r in ("int8-dynamic", "int8-calibrated",
-                                                    "int4-head-calibrated")}
+    return quantize_real(src, ["int8-dynamic", "int8-calibrated", "int4-head-calibrated"])
 
 
 def _measure(artifact, windows):

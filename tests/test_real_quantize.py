@@ -6,12 +6,10 @@ int4-calibrated (GPTQ) KLD 0.24 at the same size. The int8 gates are asserted ov
 held-out token we ship (tests/heldout.py), where their top-1 margin is several standard errors.
 """
 
-import json
-import subprocess
-import sys
 
 import pytest
 
+from tests.conftest import quantize_real
 from tests.heldout import int8_gates, pooled_metrics
 
 pytestmark = pytest.mark.real
@@ -24,14 +22,8 @@ DECODE_STEPS = 16
 
 @pytest.fixture(scope="module")
 def quantized(real_onnx):
-    src = real_onnx[0]
-    proc = subprocess.run([sys.executable, "-m", "gemma_edge", "quantize", str(src), "--recipe",
-                           "int8,int8-calibrated,int8-dynamic,int4-block32,int4-calibrated,"
-                           "int4-head-calibrated",
-                           "--json", "-q"],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return {name: src.parent / f"onnx-{name}" for name in json.loads(proc.stdout)}
+    return quantize_real(real_onnx[0], ["int8", "int8-calibrated", "int8-dynamic",
+                                        "int4-block32", "int4-calibrated", "int4-head-calibrated"])
 
 
 @pytest.fixture(scope="module")

@@ -74,6 +74,39 @@ def test_gguf_cache_hit_skips_conversion(tmp_path, isolated_cache, monkeypatch):
                                   full_forward_logits(second.model, ids))
 
 
+def test_jobs_converting_one_gguf_at_once_convert_it_once(tmp_path, isolated_cache, monkeypatch):
+    """Two conversions of one GGUF at the same time (CI jobs on one machine, test workers):
+    one converts while the other waits on the lock, then reads the entry it made."""
+    import threading
+    import time
+
+    import foundation.gguf_cache as gguf_cache
+    from foundation.artifacts import sha256_file
+
+    path = tmp_path / "tiny.gguf"
+    write_tiny_gguf(path)
+    sha = sha256_file(path)
+    real, calls = gguf_cache._dequantize_to, []
+
+    def slow(*args):  # long enough that the second job arrives mid-conversion
+        calls.append(1)
+        time.sleep(0.5)
+        real(*args)
+
+    monkeypatch.setattr(gguf_cache, "_dequantize_to", slow)
+    results = []
+    jobs = [threading.Thread(target=lambda: results.append(gguf_cache.convert_gguf(path, sha)))
+            for _ in range(2)]
+    for job in jobs:
+        job.start()
+        time.sleep(0.1)
+    for job in jobs:
+        job.join()
+    assert len(calls) == 1 and sorted(r[2] for r in results) == [False, True]
+    assert results[0][0] == results[1][0] and results[0][1] == results[1][1]
+    assert [p.name for p in (isolated_cache / "gguf").iterdir()] == [results[0][0].name]
+
+
 def test_failed_conversion_leaves_no_cache_entry(tmp_path, isolated_cache, monkeypatch):
     path = tmp_path / "tiny.gguf"
     write_tiny_gguf(path)

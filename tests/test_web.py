@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 
 from runtime_check.web_engine import find_chromium
-from tests.conftest import FAMILY_NAMES
+from tests.conftest import FAMILY_NAMES, quantize_real
 
 PROMPT = "The quick brown fox"
 TOKENS = 32
@@ -308,16 +308,10 @@ def test_serve_refuses_a_tampered_package_and_a_taken_port(web_package, tmp_path
 
 @pytest.fixture(scope="module")
 def real_quantized(real_onnx):
-    """The 270M's int8 and int4 ONNX artifacts (test_real_quantize.py makes the same ones
-    in the same build directory first when the whole suite runs)."""
-    src = real_onnx[0]
-    want = {"int8": src.parent / "onnx-int8", "int4": src.parent / "onnx-int4-block32"}
-    if not all((d / "manifest.json").is_file() for d in want.values()):
-        proc = subprocess.run([sys.executable, "-m", "gemma_edge", "quantize", str(src),
-                               "--recipe", "int8,int4-block32", "--overwrite", "-q"],
-                              capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-    return want
+    """The 270M's int8 and int4 ONNX artifacts, the same ones test_real_quantize.py reads
+    (made once per run, by whichever module asks first)."""
+    made = quantize_real(real_onnx[0], ["int8", "int4-block32"])
+    return {"int8": made["int8"], "int4": made["int4-block32"]}
 
 
 def fp32_kernel_copy(artifact, out):
