@@ -164,8 +164,36 @@ def quantize_real(src, recipes: list[str]) -> dict:
     return made
 
 
+def _real_by_name(nodeid: str) -> bool:
+    """The rule the scheduler can see (it has node ids, not marks): a real-model test lives
+    in a test_real_*.py module or is named test_real_*."""
+    module, _, name = nodeid.partition("::")
+    return module.rsplit("/", 1)[-1].startswith("test_real_") or name.startswith("test_real_")
+
+
 def pytest_collection_modifyitems(items):
-    """`make test` runs two workers, a module in each at a time (`-n 2 --dist loadfile`).
-    The modules with real-model tests, the long ones, are queued first so that neither
-    worker is left with them alone at the end."""
+    """`make test` runs two workers (`-n 2 --dist loadfile`): the real-model tests one after
+    another in one worker (two of them at once need more than 24 GiB: the fp32 LiteRT check
+    alone holds ~14 GiB), every other module whole in whichever worker is free. The real
+    ones, the long ones, are queued first so that they never end the run alone."""
+    for item in items:
+        if (item.get_closest_marker("real") is not None) != _real_by_name(item.nodeid):
+            raise pytest.UsageError(f"{item.nodeid}: a test marked real is named test_real_* "
+                                    "or lives in a test_real_*.py module, and no other is "
+                                    "(tests/conftest.py schedules them by name)")
     items.sort(key=lambda item: item.get_closest_marker("real") is None)  # stable
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Under `--dist loadfile`: a module per worker at a time, and all real-model tests as
+    one unit (see pytest_collection_modifyitems)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class RealModelTestsTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "real-model tests" if _real_by_name(nodeid) else super()._split_scope(nodeid)
+
+    return RealModelTestsTogether(config, log)
