@@ -158,6 +158,7 @@ def quantize(build: Path, fmt: str, recipes: list[str], redo: bool) -> dict:
 
 
 def build_peer(checkpoint: Path, out: Path) -> dict:
+    out = out.resolve()  # the builder runs in another directory: a relative --build was lost
     if not (out / "model.onnx").exists():
         wall, peak = run_measured(
             [sys.executable, str(HERE / "genai_builder_gemma3.py"), "-i", str(checkpoint), "-o",
