@@ -40,7 +40,8 @@ demo: install
 	@# exit 3 = a gate failed, shown in the report, not hidden (the LiteRT int4's top-1 sits 0.5 points above its 85 % gate, within a CPU's kernel spread)
 	$(VENV)/bin/gemma-edge report build || test $$? -eq 3
 
-# two workers, one test module each at a time; the real-model modules are queued first
+# two workers, a test module each at a time; the real-model tests, queued first, run one
+# after another in one worker (tests/conftest.py schedules them)
 test: install
 	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder tests
 

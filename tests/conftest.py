@@ -114,19 +114,25 @@ def _export_in_child(fmt: str, build, *extra: str):
     the converters keep alive afterwards (litert-torch holds GBs) dies with the child
     instead of accumulating in the test process."""
     import json
-    import subprocess
-    import sys
 
     from foundation.artifacts import exclusive_lock
 
     out = build / fmt
     with exclusive_lock(build.parent / f"real-build-{fmt}.lock"):  # the other worker waits
         if not (out / "manifest.json").is_file():
-            proc = subprocess.run([sys.executable, "-m", "gemma_edge", "export",
-                                   "builtin:gemma3-270m", "--format", fmt, "--out", str(build),
-                                   "--quiet", *extra], capture_output=True, text=True)
-            assert proc.returncode == 0, proc.stderr[-2000:]
+            _gemma_edge("export", "builtin:gemma3-270m", "--format", fmt, "--out", str(build),
+                        "--quiet", *extra)
     return out, json.loads((out / "manifest.json").read_text())
+
+
+def _gemma_edge(*argv: str) -> None:
+    """The CLI in a child process; its stderr's tail is the failure message."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "gemma_edge", *argv], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 @pytest.fixture(scope="session")
@@ -142,14 +148,10 @@ def real_tflite(real_ref, real_build):
                             "--cache-length", "1024")
 
 
-
 def quantize_real(src, recipes: list[str]) -> dict:
     """{recipe: artifact dir} of the real export `src` quantized through the CLI in a child
     process, each recipe made once per run: modules that need the same artifacts (and, under
     `-n 2`, the other worker) wait for the lock and find them made, never half-written."""
-    import subprocess
-    import sys
-
     from foundation.artifacts import exclusive_lock
 
     fmt = src.name
@@ -157,10 +159,7 @@ def quantize_real(src, recipes: list[str]) -> dict:
     with exclusive_lock(src.parent.parent / f"real-build-{fmt}-quantize.lock"):
         missing = [r for r, d in made.items() if not (d / "manifest.json").is_file()]
         if missing:
-            proc = subprocess.run([sys.executable, "-m", "gemma_edge", "quantize", str(src),
-                                   "--recipe", ",".join(missing), "--json", "-q"],
-                                  capture_output=True, text=True)
-            assert proc.returncode == 0, proc.stderr[-2000:]
+            _gemma_edge("quantize", str(src), "--recipe", ",".join(missing), "-q")
     return made
 
 

@@ -6,7 +6,6 @@ int4-calibrated (GPTQ) KLD 0.24 at the same size. The int8 gates are asserted ov
 held-out token we ship (tests/heldout.py), where their top-1 margin is several standard errors.
 """
 
-
 import pytest
 
 from tests.conftest import quantize_real
