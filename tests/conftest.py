@@ -106,7 +106,39 @@ def real_build(tmp_path_factory):
         base = base.parent  # the run's directory, above each worker's own
     build = base / "real-build"
     build.mkdir(exist_ok=True)
+    _enough_disk_for_real_tests(build)
     return build
+
+
+# What a run of the real-model tests writes at most: the fp32 exports (2.2 GB), their
+# quantizations (2.7 GB), packages, web bundles and the tiny tests beside them, with room.
+REAL_RUN_DISK_GIB = 12
+
+
+def _enough_disk_for_real_tests(build) -> None:
+    """Fail the real-model tests at once, with the cause, on a disk too full to hold their
+    artifacts: a disk that fills mid-run crashes the converters (workers die, every later
+    test errors) instead of saying why."""
+    import shutil
+
+    used = sum(f.stat().st_size for f in build.rglob("*") if f.is_file())
+    free = shutil.disk_usage(build).free + used
+    if free < REAL_RUN_DISK_GIB * 2**30:
+        pytest.fail(f"the real-model tests need {REAL_RUN_DISK_GIB} GiB free under "
+                    f"{build.parent}, and {free / 2**30:.1f} GiB is: free disk there or point "
+                    "pytest's --basetemp at a disk with room", pytrace=False)
+
+
+def pytest_sessionfinish(session):
+    """The controller (or a run without workers) removes the real-model build at the end:
+    ~5 GB a run, and pytest keeps its last three run directories."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # the other worker may still use it; the controller finishes last
+    import shutil
+
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is not None and factory._basetemp is not None:
+        shutil.rmtree(factory._basetemp / "real-build", ignore_errors=True)
 
 
 def _export_in_child(fmt: str, build, *extra: str):
