@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from foundation.artifacts import atomic_output_dir, write_manifest
+from foundation.artifacts import atomic_output_dir, fp32_weight_bytes, write_manifest
 from foundation.errors import GemmaEdgeError
 from foundation.formats import FORMATS
 from foundation.sources import ReferenceModel
@@ -47,7 +47,8 @@ def export_gguf(ref: ReferenceModel, out_dir: str | Path, *, overwrite: bool = F
     if out_dir.exists() and not overwrite:
         raise GemmaEdgeError(f"{out_dir} already exists", "pass --overwrite or choose another --out")
     started = time.time()
-    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
+    with atomic_output_dir(out_dir, overwrite=overwrite,
+                           needs_bytes=fp32_weight_bytes(ref.model)) as tmp:
         log.info("exporting %s to GGUF (F32)", ref.spec)
         facts = write_gguf(ref, tmp / MODEL_FILE)
         ref.tokenizer.save_pretrained(tmp)

@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from foundation.artifacts import atomic_output_dir, write_manifest
+from foundation.artifacts import atomic_output_dir, fp32_weight_bytes, write_manifest
 from foundation.errors import GemmaEdgeError, require_extra
 from foundation.formats import FORMATS
 from foundation.sources import ReferenceModel
@@ -68,7 +68,8 @@ def export_onnx(ref: ReferenceModel, out_dir: str | Path, *, overwrite: bool = F
     dynamic = [{1: s_dim}, {1: torch.export.Dim.AUTO}, {1: s_dim},
                tuple({2: p_dim} for _ in past_names)]
 
-    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
+    with atomic_output_dir(out_dir, overwrite=overwrite,
+                           needs_bytes=fp32_weight_bytes(ref.model)) as tmp:
         log.info("exporting %s to ONNX (torch.export + onnxscript)", ref.spec)
         with torch.inference_mode(False), torch.no_grad(), _exporter_chatter_silenced():
             torch.onnx.export(

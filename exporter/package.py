@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from foundation.artifacts import atomic_output_dir, write_manifest
+from foundation.artifacts import atomic_output_dir, tree_bytes, write_manifest
 from foundation.errors import GemmaEdgeError
 from foundation.families import implementation
 from foundation.formats import (
@@ -149,7 +149,7 @@ def package(artifact: str | Path, out: str | Path, kind: str, *, overwrite: bool
     started = time.time()
     tokens = token_metadata(artifact, manifest["inputs"]["family"])
     check = _last_check(artifact, content_hash(manifest))
-    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+    with atomic_output_dir(out, overwrite=overwrite, needs_bytes=tree_bytes(artifact)) as tmp:
         builder = implementation(manifest["inputs"].get("family"), f"{kind}.builder", spec.builder)
         made = resolve(builder)(artifact, tmp, manifest, tokens)
         for name in (*TOKENIZER_FILES, "chat_template.jinja"):

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from foundation.artifacts import atomic_output_dir, write_manifest
+from foundation.artifacts import atomic_output_dir, fp32_weight_bytes, write_manifest
 from foundation.errors import GemmaEdgeError, require_extra
 from foundation.formats import FORMATS
 from foundation.sources import ReferenceModel
@@ -52,7 +52,8 @@ def export_recurrent_onnx(ref: ReferenceModel, out_dir: str | Path, *, overwrite
     s_dim = torch.export.Dim("sequence_length", min=1, max=1 << 16)
     dynamic = [{1: s_dim}, {1: s_dim}, tuple({} for _ in layout)]
 
-    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
+    with atomic_output_dir(out_dir, overwrite=overwrite,
+                           needs_bytes=fp32_weight_bytes(ref.model)) as tmp:
         log.info("exporting %s to ONNX with its state as graph I/O", ref.spec)
         with torch.inference_mode(False), torch.no_grad(), _exporter_chatter_silenced():
             torch.onnx.export(

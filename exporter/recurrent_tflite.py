@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from foundation.artifacts import atomic_output_dir, write_manifest
+from foundation.artifacts import atomic_output_dir, fp32_weight_bytes, write_manifest
 from foundation.errors import GemmaEdgeError, require_extra
 from foundation.formats import FORMATS
 from foundation.sources import ReferenceModel
@@ -55,7 +55,8 @@ def export_recurrent_tflite(ref: ReferenceModel, out_dir: str | Path, *, overwri
     started = time.time()
     layout = state_layout(ref.model.config)
     module = _Signatures(ref.model, layout).eval()
-    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
+    with atomic_output_dir(out_dir, overwrite=overwrite,
+                           needs_bytes=fp32_weight_bytes(ref.model)) as tmp:
         log.info("converting %s to LiteRT: decode + prefill %s, state as signature I/O",
                  ref.spec, "/".join(map(str, lengths)))
         with torch.no_grad(), _converter_chatter(log.isEnabledFor(logging.DEBUG)):

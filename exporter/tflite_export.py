@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from foundation.artifacts import atomic_output_dir, write_manifest
+from foundation.artifacts import atomic_output_dir, fp32_weight_bytes, write_manifest
 from foundation.errors import GemmaEdgeError, require_extra
 from foundation.formats import FORMATS
 from foundation.sources import ReferenceModel
@@ -89,7 +89,8 @@ def export_tflite(ref: ReferenceModel, out_dir: str | Path, *, overwrite: bool =
     module = StaticCacheDecoder(CacheDecoder(model, ref.family), cache_length,
                                 head_block=head_block).eval()
     apply_to_decoder(module.decoder)
-    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
+    with atomic_output_dir(out_dir, overwrite=overwrite,
+                           needs_bytes=fp32_weight_bytes(ref.model)) as tmp:
         log.info("converting %s to LiteRT: decode + prefill %s, KV cache %d",
                  ref.spec, "/".join(map(str, prefill_lengths)), cache_length)
         with torch.no_grad(), _converter_chatter(log.isEnabledFor(logging.DEBUG)):

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from foundation.artifacts import atomic_output_dir, write_manifest
+from foundation.artifacts import atomic_output_dir, fp32_weight_bytes, write_manifest
 from foundation.errors import GemmaEdgeError, require_extra
 from foundation.formats import FORMATS
 from foundation.sources import ReferenceModel
@@ -115,7 +115,8 @@ def export_vision_tflite(ref: ReferenceModel, out_dir: str | Path, *, overwrite:
     started = time.time()
     encoder, module = _modules(ref, cache_length)
     size = generator(ref.model, ref.family).config.vision_config.image_size
-    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
+    with atomic_output_dir(out_dir, overwrite=overwrite,
+                           needs_bytes=fp32_weight_bytes(ref.model)) as tmp:
         log.info("converting %s to LiteRT: vision_encoder + decode + prefill %s, KV cache %d",
                  ref.spec, "/".join(map(str, lengths)), cache_length)
         with torch.no_grad(), _converter_chatter(log.isEnabledFor(logging.DEBUG)):

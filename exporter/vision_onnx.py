@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from foundation.artifacts import atomic_output_dir, write_manifest
+from foundation.artifacts import atomic_output_dir, fp32_weight_bytes, write_manifest
 from foundation.errors import GemmaEdgeError, require_extra
 from foundation.formats import FORMATS
 from foundation.images import processor_config
@@ -91,7 +91,8 @@ def export_vision_onnx(ref: ReferenceModel, out_dir: str | Path, *, overwrite: b
          [{1: s_dim}, {1: torch.export.Dim.AUTO}, {1: s_dim}, {1: s_dim},
           tuple({2: p_dim} for _ in past_names)]),
     ]
-    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
+    with atomic_output_dir(out_dir, overwrite=overwrite,
+                           needs_bytes=fp32_weight_bytes(ref.model)) as tmp:
         graphs = {}
         for name, module, example, inputs, outputs, dynamic in jobs:
             log.info("exporting %s's %s to ONNX", ref.spec, name)

@@ -122,10 +122,41 @@ def exclusive_lock(path: str | Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def fp32_weight_bytes(model) -> int:
+    """What a model's weights take in float32 (a shared tensor counted once): the size of
+    an fp32 export, and an upper bound for every quantized one."""
+    return 4 * sum(p.numel() for p in model.parameters())
+
+
+def tree_bytes(directory: str | Path) -> int:
+    """Bytes of every file under `directory`."""
+    return sum(f.stat().st_size for f in Path(directory).rglob("*") if f.is_file())
+
+
+def require_free_space(target: str | Path, needs_bytes: int, what: str) -> None:
+    """Refuse, before any work, to write `what` (about `needs_bytes`) at `target` on a disk
+    without room for it. A disk that fills mid-write is worse than a refusal: some
+    converters abort the process on a failed write instead of raising."""
+    from foundation.errors import GemmaEdgeError
+
+    target = Path(target).absolute()
+    existing = next(p for p in (target, *target.parents) if p.exists())
+    free = shutil.disk_usage(existing).free
+    if free < needs_bytes:
+        raise GemmaEdgeError(f"{what} needs about {needs_bytes / 2**30:.2f} GiB free at "
+                             f"{target.parent}, and the disk has {free / 2**30:.2f} GiB",
+                             "free disk space there or write to a disk with room")
+
+
 @contextlib.contextmanager
-def atomic_output_dir(target: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
+def atomic_output_dir(target: str | Path, *, overwrite: bool = False,
+                      needs_bytes: int = 0) -> Iterator[Path]:
     """Yield a temporary directory that becomes `target` only if the block succeeds; on
-    failure nothing is left, not even the parent directories it had to create."""
+    failure nothing is left, not even the parent directories it had to create. With
+    `needs_bytes`, a disk without that much room is refused first; a disk that fills while
+    the block writes is a one-line error, not an OSError."""
+    import errno
+
     from foundation.errors import GemmaEdgeError
 
     target = Path(target)
@@ -133,6 +164,8 @@ def atomic_output_dir(target: str | Path, *, overwrite: bool = False) -> Iterato
     if blocking is not None:
         raise GemmaEdgeError(f"cannot write {target}: {blocking} is a file",
                              "choose an output directory that is not a file")
+    if needs_bytes:
+        require_free_space(target, needs_bytes, f"writing {target.name}")
     created = [p for p in (target.parent, *target.parent.parents) if not p.exists()]
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(target)
@@ -140,7 +173,13 @@ def atomic_output_dir(target: str | Path, *, overwrite: bool = False) -> Iterato
                                 dir=target.parent))
     committed = False
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            raise GemmaEdgeError(f"the disk filled while writing {target} (nothing was kept)",
+                                 "free disk space there or write to a disk with room") from e
         raise_if_interrupted()  # a Ctrl-C swallowed on the way must not commit the artifact
         if target.exists():
             if not overwrite:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from foundation.artifacts import atomic_output_dir, write_manifest
+from foundation.artifacts import atomic_output_dir, require_free_space, tree_bytes, write_manifest
 from foundation.errors import GemmaEdgeError
 from foundation.families import implementation
 from foundation.formats import FORMATS, resolve
@@ -53,6 +53,8 @@ def quantize_export(export_dir: str | Path, out_dir: str | Path, recipe_name: st
     recipe = get_recipe(recipe_name, fmt)
     if out_dir.exists() and not overwrite:
         raise GemmaEdgeError(f"{out_dir} already exists", "pass --overwrite or choose another --out")
+    # before minutes of calibration: an int8 artifact is about a quarter of the fp32 export
+    require_free_space(out_dir, tree_bytes(export_dir) // 4, f"quantizing to {out_dir.name}")
     started = time.time()
     inputs = manifest["inputs"]
     if ref is None:
