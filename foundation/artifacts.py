@@ -133,6 +133,10 @@ def tree_bytes(directory: str | Path) -> int:
     return sum(f.stat().st_size for f in Path(directory).rglob("*") if f.is_file())
 
 
+def _size(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
 def require_free_space(target: str | Path, needs_bytes: int, what: str) -> None:
     """Refuse, before any work, to write `what` (about `needs_bytes`) at `target` on a disk
     without room for it. A disk that fills mid-write is worse than a refusal: some
@@ -143,8 +147,8 @@ def require_free_space(target: str | Path, needs_bytes: int, what: str) -> None:
     existing = next(p for p in (target, *target.parents) if p.exists())
     free = shutil.disk_usage(existing).free
     if free < needs_bytes:
-        raise GemmaEdgeError(f"{what} needs about {needs_bytes / 2**30:.2f} GiB free at "
-                             f"{target.parent}, and the disk has {free / 2**30:.2f} GiB",
+        raise GemmaEdgeError(f"{what} needs about {_size(needs_bytes)} free at {target.parent}, "
+                             f"and the disk has {_size(free)}",
                              "free disk space there or write to a disk with room")
 
 

@@ -61,7 +61,7 @@ def test_export_to_a_full_disk_exits_2_before_converting(fmt, tmp_path, capsys, 
     out = tmp_path / "build"
     assert main(["export", "tiny:gemma3_text", "--format", fmt, "--out", str(out), "-q"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "GiB free" in err and "disk has 0.00 GiB" in err, err
+    assert "\n" not in err and "MiB free at" in err and "disk has 1.0 MiB" in err, err
     assert not out.exists()
 
 
@@ -74,5 +74,5 @@ def test_quantize_and_package_on_a_full_disk_exit_2(tiny_export, tmp_path, capsy
     assert not out.exists()
     pkg = tmp_path / "pkg"
     assert main(["package", str(src), "--as", "onnx-bundle", "--out", str(pkg), "-q"]) == 2
-    assert "GiB free" in capsys.readouterr().err
+    assert "MiB free at" in capsys.readouterr().err
     assert not pkg.exists()
