@@ -118,15 +118,15 @@ REAL_RUN_DISK_GIB = 12
 def _enough_disk_for_real_tests(build) -> None:
     """Fail the real-model tests at once, with the cause, on a disk too full to hold their
     artifacts: a disk that fills mid-run crashes the converters (workers die, every later
-    test errors) instead of saying why."""
-    import shutil
+    test errors) instead of saying why. What an earlier test already made counts as room."""
+    from foundation.artifacts import require_free_space, tree_bytes
+    from foundation.errors import GemmaEdgeError
 
-    used = sum(f.stat().st_size for f in build.rglob("*") if f.is_file())
-    free = shutil.disk_usage(build).free + used
-    if free < REAL_RUN_DISK_GIB * 2**30:
-        pytest.fail(f"the real-model tests need {REAL_RUN_DISK_GIB} GiB free under "
-                    f"{build.parent}, and {free / 2**30:.1f} GiB is: free disk there or point "
-                    "pytest's --basetemp at a disk with room", pytrace=False)
+    try:
+        require_free_space(build, REAL_RUN_DISK_GIB * 2**30 - tree_bytes(build),
+                           "a run of the real-model tests")
+    except GemmaEdgeError as e:
+        pytest.fail(f"{e}, or point pytest's --basetemp at one", pytrace=False)
 
 
 def pytest_sessionfinish(session):
